@@ -1,0 +1,76 @@
+"""Method registry: config type -> handler, and the single ``compress`` entry point."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from pose_core.compression.base import (
+    CompressibleModel,
+    CompressionResult,
+    MethodConfig,
+    UnknownMethodError,
+)
+
+ConfigT = TypeVar("ConfigT", bound=MethodConfig)
+Handler = Callable[[CompressibleModel, Any, Any], CompressionResult]
+
+_CONFIGS: dict[str, type[MethodConfig]] = {}
+_HANDLERS: dict[str, Handler] = {}
+
+
+def register(
+    config_cls: type[ConfigT],
+) -> Callable[[Callable[[CompressibleModel, ConfigT, Any], CompressionResult]], Handler]:
+    """Decorator registering ``handler(model, config, data)`` for ``config_cls``."""
+    name = config_cls.model_fields["method"].default
+    if not isinstance(name, str):
+        raise TypeError(f"{config_cls.__name__}.method needs a string default")
+
+    def decorate(handler: Callable[[CompressibleModel, ConfigT, Any], CompressionResult]) -> Handler:
+        _CONFIGS[name] = config_cls
+        _HANDLERS[name] = handler
+        return handler
+
+    return decorate
+
+
+def _load_builtin_methods() -> None:
+    """Import the modules that register the built-in methods (lazily: they pull in torch)."""
+    import importlib
+
+    for module in ("quantize", "prune", "lowrank", "distill"):
+        try:
+            importlib.import_module(f"pose_core.compression.{module}")
+        except ModuleNotFoundError as exc:  # a method module that does not exist yet
+            if exc.name != f"pose_core.compression.{module}":
+                raise
+
+
+def known_methods() -> list[str]:
+    """Names of every registered method, sorted."""
+    _load_builtin_methods()
+    return sorted(_CONFIGS)
+
+
+def parse_config(raw: Mapping[str, Any]) -> MethodConfig:
+    """Build the typed config for one recipe step (``{"method": ..., **fields}``)."""
+    _load_builtin_methods()
+    method = raw.get("method")
+    if method not in _CONFIGS:
+        raise UnknownMethodError(
+            f"unknown compression method {method!r}; known methods: {', '.join(sorted(_CONFIGS))}"
+        )
+    return _CONFIGS[str(method)].model_validate(dict(raw))
+
+
+def compress(model: CompressibleModel, config: MethodConfig, data: Any) -> CompressionResult:
+    """Run one compression step. Never mutates ``model``."""
+    _load_builtin_methods()
+    handler = _HANDLERS.get(config.method)
+    if handler is None:
+        raise UnknownMethodError(
+            f"unknown compression method {config.method!r}; "
+            f"known methods: {', '.join(sorted(_HANDLERS))}"
+        )
+    return handler(model, config, data)
