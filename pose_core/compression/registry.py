@@ -14,20 +14,19 @@ from pose_core.compression.base import (
 
 ConfigT = TypeVar("ConfigT", bound=MethodConfig)
 Handler = Callable[[CompressibleModel, Any, Any], CompressionResult]
+TypedHandler = Callable[[CompressibleModel, ConfigT, Any], CompressionResult]
 
 _CONFIGS: dict[str, type[MethodConfig]] = {}
 _HANDLERS: dict[str, Handler] = {}
 
 
-def register(
-    config_cls: type[ConfigT],
-) -> Callable[[Callable[[CompressibleModel, ConfigT, Any], CompressionResult]], Handler]:
+def register(config_cls: type[ConfigT]) -> Callable[[TypedHandler[ConfigT]], Handler]:
     """Decorator registering ``handler(model, config, data)`` for ``config_cls``."""
     name = config_cls.model_fields["method"].default
     if not isinstance(name, str):
         raise TypeError(f"{config_cls.__name__}.method needs a string default")
 
-    def decorate(handler: Callable[[CompressibleModel, ConfigT, Any], CompressionResult]) -> Handler:
+    def decorate(handler: TypedHandler[ConfigT]) -> Handler:
         _CONFIGS[name] = config_cls
         _HANDLERS[name] = handler
         return handler
