@@ -1,0 +1,110 @@
+"""BlazePose landmark model: crops -> 39 landmarks -> COCO-17 people in image pixels.
+
+As MediaPipe's pose landmark graph: ImageToTensor of the ROI to 256 x 256 RGB in [0, 1],
+TensorsToLandmarks (39 x (x, y, z, visibility, presence) in input pixels, sigmoid on the
+last two), LandmarkProjection back to the image; the pose presence output is already a
+probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pose_core.inference.crop import CropRect, apply_affine, crop_to_image_matrix, warp_crop
+from pose_core.inference.types import PersonPose, Runner, keypoints_box, sigmoid
+from pose_core.keypoints import BLAZEPOSE33_TO_COCO17, BLAZEPOSE_NUM_LANDMARKS
+
+LANDMARK_INPUT_SIZE = 256
+NUM_BODY_LANDMARKS = 33
+VALUES_PER_LANDMARK = 5
+
+
+def preprocess_crops(
+    image: np.ndarray, rects: Sequence[CropRect], size: int = LANDMARK_INPUT_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the crops of one image into a model batch.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        rects: N crop rectangles in image pixels.
+        size: square model input side.
+
+    Returns:
+        (N, 3, size, size) float32 RGB in [0, 1], and (N, 2, 3) crop-to-image affine matrices.
+    """
+    batch = np.empty((len(rects), 3, size, size), dtype=np.float32)
+    matrices = np.empty((len(rects), 2, 3), dtype=np.float64)
+    for i, rect in enumerate(rects):
+        batch[i] = warp_crop(image, rect, size, size).transpose(2, 0, 1) * np.float32(1.0 / 255.0)
+        matrices[i] = crop_to_image_matrix(rect, size, size)
+    return batch, matrices
+
+
+def decode_landmarks(
+    raw: np.ndarray,
+    matrices: np.ndarray,
+    rects: Sequence[CropRect],
+    size: int = LANDMARK_INPUT_SIZE,
+) -> np.ndarray:
+    """Raw landmark tensor -> landmarks in image pixels.
+
+    Args:
+        raw: (N, 195) = 39 x (x, y, z, visibility logit, presence logit), x/y/z in crop pixels.
+        matrices: (N, 2, 3) crop-to-image affine matrices.
+        rects: the N crops (z is scaled like x: by crop width / ``size``).
+
+    Returns:
+        (N, 39, 5) float64: x, y, z in image pixels, visibility and presence probabilities.
+    """
+    values = np.asarray(raw, dtype=np.float64).reshape(
+        len(matrices), BLAZEPOSE_NUM_LANDMARKS, VALUES_PER_LANDMARK
+    )
+    out = np.empty_like(values)
+    for i, matrix in enumerate(matrices):
+        out[i, :, 0:2] = apply_affine(matrix, values[i, :, 0:2])
+        out[i, :, 2] = values[i, :, 2] * rects[i].width / size
+    out[..., 3:5] = sigmoid(values[..., 3:5])
+    return out
+
+
+def landmarks_to_person(
+    landmarks: np.ndarray, presence: float, width: int, height: int
+) -> PersonPose:
+    """One person from (39, 5) image-pixel landmarks (see :func:`decode_landmarks`).
+
+    Keypoints are the COCO-17 subset (score = visibility), clipped to the image; the box is
+    the extent of the 33 body landmarks clipped to the image, so it holds every keypoint.
+    """
+    bbox, _ = keypoints_box(landmarks[:NUM_BODY_LANDMARKS, 0:2], width, height)
+    chosen = landmarks[list(BLAZEPOSE33_TO_COCO17)]
+    _, xy = keypoints_box(chosen[:, 0:2], width, height)
+    keypoints = np.concatenate([xy, chosen[:, 3:4]], axis=1).astype(np.float32)
+    return PersonPose(bbox=bbox, score=float(presence), keypoints=keypoints, landmarks=landmarks)
+
+
+class BlazePoseLandmarkModel:
+    """A BlazePose landmark model as a :class:`~pose_core.inference.keypoint_model.KeypointModel`.
+
+    ``runner`` maps (N, 3, 256, 256) RGB in [0, 1] to (landmarks (N, 195), presence (N, 1), ...).
+    """
+
+    input_size = LANDMARK_INPUT_SIZE
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def estimate(self, image: np.ndarray, rects: Sequence[CropRect]) -> list[PersonPose]:
+        """People from the crops ``rects`` of a (H, W, 3) uint8 RGB image, in ``rects`` order."""
+        if not rects:
+            return []
+        batch, matrices = preprocess_crops(image, rects, self.input_size)
+        outputs = self.runner(batch)
+        landmarks = decode_landmarks(np.asarray(outputs[0]), matrices, rects, self.input_size)
+        presence = np.asarray(outputs[1], dtype=np.float64).reshape(len(rects))
+        height, width = image.shape[:2]
+        return [
+            landmarks_to_person(landmarks[i], float(presence[i]), width, height)
+            for i in range(len(rects))
+        ]

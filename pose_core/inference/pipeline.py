@@ -1,0 +1,93 @@
+"""Whole-image pose estimation: detector -> person ROIs -> keypoint model -> people."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from pose_core.inference.crop import CropRect
+from pose_core.inference.detector import (
+    DEFAULT_MIN_DETECTION_SCORE,
+    DEFAULT_NMS_IOU,
+    detect_people,
+)
+from pose_core.inference.keypoint_model import KeypointModel
+from pose_core.inference.roi import rois_from_detections
+from pose_core.inference.types import PersonPose, Runner
+
+
+class PipelineError(ValueError):
+    """The pipeline cannot run as asked (e.g. whole-image prediction without a detector)."""
+
+
+class PosePipeline:
+    """Detect people with the BlazePose detector, then estimate each one's keypoints.
+
+    Args:
+        landmark: the keypoint model run on each person crop.
+        detector: the BlazePose detector runner; without one only :meth:`predict_in_rects`
+            works.
+        min_detection_score: detector score threshold (MediaPipe Tasks' default 0.5).
+        nms_iou: weighted-NMS IoU threshold (MediaPipe: 0.3).
+    """
+
+    def __init__(
+        self,
+        landmark: KeypointModel,
+        detector: Runner | None,
+        min_detection_score: float = DEFAULT_MIN_DETECTION_SCORE,
+        nms_iou: float = DEFAULT_NMS_IOU,
+    ) -> None:
+        self.landmark = landmark
+        self.detector = detector
+        self.min_detection_score = min_detection_score
+        self.nms_iou = nms_iou
+
+    def detect_rois(self, image: np.ndarray, max_people: int = 10) -> list[CropRect]:
+        """Person crops of a (H, W, 3) uint8 RGB image, best detection first, at most
+        ``max_people``."""
+        if self.detector is None:
+            raise PipelineError("this model has no person detector: give person boxes instead")
+        detections = detect_people(self.detector, image, self.min_detection_score, self.nms_iou)
+        return rois_from_detections(detections.keypoints[:max_people])
+
+    def predict_timed(
+        self, image: np.ndarray, max_people: int = 10, min_score: float = 0.5
+    ) -> tuple[list[PersonPose], dict[str, float]]:
+        """:meth:`predict` plus seconds per stage: ``detect``, ``landmarks``, ``total``."""
+        _check_image(image)
+        start = time.perf_counter()
+        rects = self.detect_rois(image, max_people) if max_people > 0 else []
+        detected = time.perf_counter()
+        people = self.landmark.estimate(image, rects)
+        done = time.perf_counter()
+        kept = sorted((p for p in people if p.score >= min_score), key=lambda p: -p.score)
+        timings = {"detect": detected - start, "landmarks": done - detected, "total": done - start}
+        return kept, timings
+
+    def predict(
+        self, image: np.ndarray, max_people: int = 10, min_score: float = 0.5
+    ) -> list[PersonPose]:
+        """People in a (H, W, 3) uint8 RGB image, highest score first.
+
+        At most ``max_people`` detections are examined; people whose score (pose presence)
+        is below ``min_score`` are dropped.
+        """
+        return self.predict_timed(image, max_people, min_score)[0]
+
+    def predict_in_rects(self, image: np.ndarray, rects: Sequence[CropRect]) -> list[PersonPose]:
+        """Top-down estimation in given crops (e.g. ground-truth boxes); one person per rect,
+        in ``rects`` order, no score filtering."""
+        _check_image(image)
+        return self.landmark.estimate(image, list(rects))
+
+
+def _check_image(image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise PipelineError(
+            f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise PipelineError("empty image")
