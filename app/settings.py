@@ -1,0 +1,76 @@
+"""Service settings, read once from the environment (prefix ``POSECOMPRESS_``).
+
+Every process (API, worker, ``serve`` supervisor) calls :func:`get_settings` once and
+passes the result down. ``serve`` hands its resolved settings to its children through
+the same environment variables, so all processes agree.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """All runtime configuration. Each field is settable as ``POSECOMPRESS_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="POSECOMPRESS_", extra="ignore")
+
+    data_dir: Path = Path("./posecompress-data")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    job_workers: int = Field(default=1, ge=1, le=64)
+
+    redis_url: str | None = None
+    """Broker URL. ``None`` means embedded mode: ``serve`` starts a private Redis."""
+    database_url: str | None = None
+    """SQLAlchemy URL. ``None`` means SQLite under ``data_dir``."""
+
+    api_key: str | None = None
+    """When set, every write endpoint requires the ``X-API-Key`` header."""
+
+    max_upload_bytes: int = Field(default=512 * MIB, ge=1)
+    max_image_bytes: int = Field(default=20 * MIB, ge=1)
+    max_image_pixels: int = Field(default=50_000_000, ge=1)
+    max_dataset_members: int = Field(default=20_000, ge=1)
+    max_dataset_uncompressed_bytes: int = Field(default=2048 * MIB, ge=1)
+
+    ort_threads: int = Field(default=2, ge=1)
+    session_cache_size: int = Field(default=4, ge=1)
+
+    task_time_limit: int = Field(default=3 * 3600, ge=1)
+    """Hard Celery time limit per job, seconds (the soft limit is 60 s less)."""
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_heartbeat_s: float = Field(default=5.0, gt=0)
+    job_stale_after_s: float = Field(default=60.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'metadata.sqlite3'}"
+
+    @property
+    def effective_redis_url(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        from app.embedded.redis_server import embedded_socket_path
+
+        return f"redis+socket://{embedded_socket_path(self.resolved_data_dir)}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first call."""
+    return Settings()

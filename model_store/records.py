@@ -1,0 +1,90 @@
+"""Immutable records returned by the stores (never ORM objects)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+VERSION_STATUSES = ("pending", "ready", "failed")
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+LATEST = "latest"
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    role: str
+    filename: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    model: str
+    number: int
+    status: str
+    format: str
+    parent: int | None
+    recipe: dict[str, Any] | None
+    manifest: dict[str, Any] | None
+    report: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    created_by_job: str | None
+    artifacts: tuple[ArtifactInfo, ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    def artifact(self, role: str) -> ArtifactInfo:
+        for item in self.artifacts:
+            if item.role == role:
+                return item
+        from model_store.errors import NotFoundError
+
+        raise NotFoundError(f"{self.model} v{self.number} has no artifact {role!r}")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    created_at: datetime
+    latest: int | None
+    version_count: int
+    aliases: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    id: str
+    name: str | None
+    created_at: datetime
+    image_count: int
+    annotation_count: int
+    labelled_image_count: int
+    has_annotations: bool
+    checksum: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: str
+    kind: str
+    status: str
+    params: dict[str, Any]
+    progress: float
+    message: str
+    error: str | None
+    result_model: str | None
+    result_version: int | None
+    attempts: int
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in JOB_TERMINAL
