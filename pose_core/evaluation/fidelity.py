@@ -121,9 +121,12 @@ def measure_fidelity(
     if not parent_kps:
         return FidelityReport(0, None, None, None)
     return fidelity_metrics(
-        np.stack(student_kps), np.stack(parent_kps), np.array(parent_boxes),
-        np.array(sides), crop_size,
-    )  # fmt: skip
+        np.stack(student_kps),
+        np.stack(parent_kps),
+        np.array(parent_boxes),
+        np.array(sides),
+        crop_size,
+    )
 
 
 def _bbox_of(pose: PersonPoseLike) -> tuple[float, float, float, float]:

@@ -13,6 +13,11 @@ greedy OKS (see :func:`match_by_oks`); COCO AP does its own matching.
 
 Every prediction is scored ``person score x mean keypoint score`` (:func:`prediction_score`)
 in both modes; AP depends on this ranking, so it is kept stable.
+
+Coordinates: the pipeline returns continuous image coordinates (pixel ``i`` spans
+``[i, i + 1)``), while COCO keypoint labels are pixel indices (pixel ``i`` is at ``i``), so
+predicted keypoints are shifted by -0.5 px before they meet the labels (as detectron2 does when
+it writes COCO results). COCO boxes are continuous already and are used as they are.
 """
 
 from __future__ import annotations
@@ -49,7 +54,9 @@ DETECTOR_CROP_RULE = "detector: the pipeline's own person detector and ROI (end 
 SCORE_RULE = "person score x mean keypoint score"
 PCK_THRESHOLD = 0.2
 MATCH_MIN_OKS = 0.1  # detector mode: a prediction farther than this from every person is unmatched
-DEFAULT_MAX_PEOPLE = 20  # COCO keypoint AP counts at most 20 detections per image
+COCO_PIXEL_OFFSET = 0.5  # continuous coordinates -> COCO keypoint pixel indices
+DEFAULT_MAX_PEOPLE = 20
+DETECTOR_MIN_SCORE = 0.0  # COCO keypoint AP counts at most 20 detections per image
 
 
 class EvaluationMode(StrEnum):
@@ -121,7 +128,7 @@ def evaluate_dataset(
     dataset_dir: str | Path,
     mode: EvaluationMode | str = EvaluationMode.GT_BOXES,
     *,
-    min_score: float = 0.5,
+    min_score: float = DETECTOR_MIN_SCORE,
     progress: ProgressCallback | None = None,
 ) -> EvaluationReport:
     """Evaluate ``pipeline`` on the COCO-keypoints dataset in ``dataset_dir``.
@@ -130,11 +137,13 @@ def evaluate_dataset(
         pipeline: a ``PosePipeline`` (or anything with its ``predict`` / ``predict_in_rects``).
         dataset_dir: directory with ``annotations.json`` and ``images/``.
         mode: ``"gt-boxes"`` or ``"detector"`` (module docstring).
-        min_score: detector mode only: the pipeline's person-score threshold.
+        min_score: detector mode only: the pipeline's person-score threshold (default 0: AP
+            ranks every person the detector finds, a threshold can only lower recall).
         progress: called as ``progress(done, total)`` after each image.
     """
-    return evaluate(pipeline, load_dataset(dataset_dir), mode, min_score=min_score,
-                    progress=progress)  # fmt: skip
+    return evaluate(
+        pipeline, load_dataset(dataset_dir), mode, min_score=min_score, progress=progress
+    )
 
 
 def evaluate(
@@ -142,7 +151,7 @@ def evaluate(
     dataset: KeypointDataset,
     mode: EvaluationMode | str = EvaluationMode.GT_BOXES,
     *,
-    min_score: float = 0.5,
+    min_score: float = DETECTOR_MIN_SCORE,
     progress: ProgressCallback | None = None,
 ) -> EvaluationReport:
     """Same as :func:`evaluate_dataset` on an already loaded dataset."""
@@ -169,8 +178,7 @@ def evaluate(
             )
             pairs = match_by_oks(record, poses)
         predictions.extend(
-            KeypointPrediction(record.id, np.asarray(p.keypoints), prediction_score(p))
-            for p in poses
+            KeypointPrediction(record.id, coco_keypoints(p), prediction_score(p)) for p in poses
         )
         rows, matched = _person_errors(record, poses, pairs)
         error_rows.append(rows)
@@ -209,6 +217,13 @@ def prediction_score(pose: PersonPoseLike) -> float:
     return float(pose.score) * float(keypoint_scores.mean())
 
 
+def coco_keypoints(pose: PersonPoseLike) -> np.ndarray:
+    """(17, 3) keypoints of ``pose`` in COCO's pixel-index convention (x, y shifted by -0.5)."""
+    keypoints = np.array(pose.keypoints, dtype=np.float64).reshape(17, 3)
+    keypoints[:, :2] -= COCO_PIXEL_OFFSET
+    return keypoints
+
+
 def match_by_oks(
     record: ImageRecord, poses: Sequence[PersonPoseLike], min_oks: float = MATCH_MIN_OKS
 ) -> list[tuple[int, int]]:
@@ -224,7 +239,7 @@ def match_by_oks(
     candidates = []
     for i, person in enumerate(people):
         for j, pose in enumerate(poses):
-            similarity = oks(np.asarray(pose.keypoints), person.keypoints, person.area)
+            similarity = oks(coco_keypoints(pose), person.keypoints, person.area)
             if similarity >= min_oks:
                 candidates.append((similarity, i, j))
     candidates.sort(key=lambda c: -c[0])
@@ -247,6 +262,6 @@ def _person_errors(
     gt = np.array([p.keypoints for p in people]).reshape(len(people), 17, 3)
     rows = np.where(gt[..., 2] > 0, np.inf, np.nan)
     for i, j in pairs:
-        pred = np.asarray(poses[j].keypoints, dtype=np.float64)[None]
+        pred = coco_keypoints(poses[j])[None]
         rows[i] = keypoint_errors(pred, gt[i : i + 1])[0]
     return rows, len(pairs)

@@ -1,0 +1,91 @@
+"""Both evaluation modes with the real BlazePose pipeline (LiteRT runtime) on real photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pose_core.evaluation import EvaluationMode, evaluate_dataset
+from pose_core.evaluation.dataset import load_dataset
+from pose_core.evaluation.oks import EvaluationError
+from pose_core.evaluation.protocol import GT_BOX_CROP_RULE, coco_keypoints, evaluate
+from pose_core.inference.crop import CropRect
+from pose_core.keypoints import COCO17_NAMES
+
+pytest.importorskip("ai_edge_litert")
+
+REPO = Path(__file__).resolve().parents[2]
+DEV_SUBSET = REPO / "tests" / "data" / "dev_subset"
+
+
+@pytest.fixture(scope="module")
+def blazepose_assets():
+    from pose_core.assets import ensure_blazepose_assets
+
+    return ensure_blazepose_assets(REPO / ".cache")
+
+
+@pytest.fixture(scope="module")
+def litert_pipeline(blazepose_assets):
+    from pose_core.inference.landmarks import BlazePoseLandmarkModel
+    from pose_core.inference.litert import LiteRTRunner
+    from pose_core.inference.pipeline import PosePipeline
+
+    landmark = LiteRTRunner(blazepose_assets.landmark_tflite, threads=2, outputs=[0, 1])
+    detector = LiteRTRunner(blazepose_assets.detector_tflite, threads=2)
+    return PosePipeline(BlazePoseLandmarkModel(landmark), detector)
+
+
+def test_gt_box_mode_predicts_every_labelled_person(litert_pipeline) -> None:
+    calls: list[tuple[int, int]] = []
+    report = evaluate_dataset(
+        litert_pipeline, DEV_SUBSET, "gt-boxes", progress=lambda d, t: calls.append((d, t))
+    )
+    dataset = load_dataset(DEV_SUBSET)
+    assert report.mode is EvaluationMode.GT_BOXES
+    assert report.crop_rule == GT_BOX_CROP_RULE
+    assert report.n_images == len(dataset) == len(calls)
+    assert calls[-1] == (len(dataset), len(dataset))
+    assert report.n_people == report.n_predictions == report.n_matched == dataset.num_people
+    # a real pose model on clean crops: clearly better than chance, not perfect
+    assert 0.05 < report.ap <= report.ap50 <= 1.0
+    assert 0.0 < report.ar <= 1.0
+    assert report.pck is not None and 0.5 < report.pck <= 1.0
+    assert list(report.per_keypoint_error_px) == list(COCO17_NAMES)
+    assert report.mean_error_px is not None and report.mean_error_px > 0
+    assert json.loads(json.dumps(report.to_dict()))["mode"] == "gt-boxes"
+
+
+def test_detector_mode_matches_at_most_one_prediction_per_person(litert_pipeline) -> None:
+    dataset = load_dataset(DEV_SUBSET)
+    report = evaluate(litert_pipeline, dataset, EvaluationMode.DETECTOR)
+    assert report.mode is EvaluationMode.DETECTOR
+    assert report.n_predictions > 0
+    assert report.n_matched <= min(report.n_predictions, report.n_people)
+    assert 0.0 <= report.ap <= 1.0
+    assert report.pck is not None
+
+
+def test_gt_box_keypoints_land_near_the_labels(litert_pipeline) -> None:
+    """The crop rule and the -0.5 px COCO convention put predictions on the labelled people."""
+    dataset = load_dataset(DEV_SUBSET)
+    record = dataset.images[0]
+    person = record.people_with_keypoints[0]
+    rect = CropRect.square_around_box(*person.bbox, 1.5)
+    (pose,) = litert_pipeline.predict_in_rects(record.load(), [rect])
+    predicted = coco_keypoints(pose)
+    labelled = person.keypoints[:, 2] > 0
+    error = np.linalg.norm(predicted[labelled, :2] - person.keypoints[labelled, :2], axis=1)
+    assert np.median(error) < 0.1 * max(person.bbox[2], person.bbox[3])
+
+
+def test_dataset_without_labels_is_an_error(litert_pipeline, tmp_path: Path) -> None:
+    coco = json.loads((DEV_SUBSET / "annotations.json").read_text())
+    coco["annotations"] = []
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    (tmp_path / "images").symlink_to(DEV_SUBSET / "images")
+    with pytest.raises(EvaluationError):
+        evaluate_dataset(litert_pipeline, tmp_path, "gt-boxes")
