@@ -1,0 +1,307 @@
+"""Knowledge distillation: the ``distill`` method and the reusable training loop ``train_distill``.
+
+``train_distill(student, teacher, crops, cfg, progress, should_stop, checkpoint_dir)`` is what
+pruning, low-rank and quantization-aware fine-tuning use for recovery:
+
+* ``student`` is trained in place (pass a copy if the caller must keep the original); it may hold
+  fake-quant modules, only ``forward`` and ``parameters()`` are used. Parameters with
+  ``requires_grad=False`` stay frozen.
+* ``teacher`` is run under ``no_grad`` in eval mode; its outputs per crop are computed once and
+  cached (the crops are fixed, augmentation is baked into the :class:`CropSet`).
+* both return the landmark model's outputs: ``(landmarks (N, 195), presence (N, 1), [heatmap])``
+  with landmarks = 39 x (x, y, z, visibility logit, presence logit) in crop pixels.
+* loss = smooth-L1 on the 33 body (x, y) weighted by the teacher's visibility probability
+  + ``aux_weight`` x the 6 auxiliary points + ``z_weight`` x z + BCE on the visibility/presence
+  logits + BCE on the presence output + optional heatmap MSE + ``gt_weight`` x smooth-L1 to the
+  crop labels where they exist.
+* the learning rate follows a cosine decay over ``max(step / steps, elapsed / time_budget_s)``;
+  training stops at ``steps``, at the time budget, or when ``should_stop()`` is true.
+* every ``checkpoint_every`` steps the student, optimizer, step and elapsed time are written to
+  ``checkpoint_dir/distill.pt`` (atomic). A later call with the same student architecture and config
+  resumes from it (batches are drawn from ``(seed, step)``, so the resumed run sees what the
+  uninterrupted one would have). The checkpoint is deleted when training completes.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from pose_core.compression.base import CompressionError, CompressionResult, MethodConfig
+from pose_core.compression.data import NUM_BODY_LANDMARKS, CompressionData, CropSet
+from pose_core.compression.registry import register
+
+logger = logging.getLogger(__name__)
+
+NUM_LANDMARKS = 39
+CHECKPOINT_NAME = "distill.pt"
+
+
+class RecoveryConfig(BaseModel):
+    """Training settings of a distillation run (standalone, or recovery after prune / lowrank / QAT)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(default=300, ge=0)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    lr: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    landmark_weight: float = 1.0
+    aux_weight: float = 0.1
+    z_weight: float = 0.05
+    logit_weight: float = 1.0
+    presence_weight: float = 1.0
+    heatmap_weight: float = 0.0
+    gt_weight: float = 0.0
+    smooth_l1_beta_px: float = 2.0
+    checkpoint_every: int = Field(default=50, ge=1)
+    seed: int = 0
+
+
+class DistillConfig(MethodConfig, RecoveryConfig):
+    """Distillation from the teacher (``data.teacher``, the parent by default) into the given model."""
+
+    method: Literal["distill"] = "distill"
+
+
+@dataclass
+class DistillStats:
+    steps_done: int
+    resumed_from_step: int
+    first_loss: float
+    last_loss: float
+    elapsed_s: float
+    stopped_by: str  # "steps" | "time_budget" | "cancelled"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PoseOutputs:
+    landmarks: torch.Tensor  # (N, 39, 5)
+    presence: torch.Tensor | None  # (N, 1) probability
+    heatmap: torch.Tensor | None
+
+
+def pose_outputs(raw: Any) -> PoseOutputs:
+    """Interpret a landmark model's output: a tensor or a tuple/list ``(landmarks, presence, ...)``."""
+    items = list(raw) if isinstance(raw, list | tuple) else [raw]
+    if not items or items[0].shape[-1] != NUM_LANDMARKS * 5:
+        raise CompressionError("the model's first output must be landmarks of shape (N, 195)")
+    landmarks = items[0].reshape(items[0].shape[0], NUM_LANDMARKS, 5)
+    presence = items[1].reshape(-1, 1) if len(items) > 1 else None
+    heatmap = next((t for t in items[2:] if t.dim() == 4), None)
+    return PoseOutputs(landmarks, presence, heatmap)
+
+
+def distill_loss(
+    student: PoseOutputs,
+    teacher: PoseOutputs,
+    cfg: RecoveryConfig,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Weighted sum of the distillation terms (see the module docstring); a scalar tensor."""
+    s, t = student.landmarks, teacher.landmarks
+    body = slice(0, NUM_BODY_LANDMARKS)
+    vis = torch.sigmoid(t[:, body, 3]).clamp_min(0.05)
+    beta = cfg.smooth_l1_beta_px
+    xy = F.smooth_l1_loss(s[:, body, :2], t[:, body, :2], beta=beta, reduction="none").sum(-1)
+    loss = cfg.landmark_weight * (xy * vis).sum() / vis.sum()
+    if cfg.aux_weight:
+        loss = loss + cfg.aux_weight * F.smooth_l1_loss(s[:, NUM_BODY_LANDMARKS:, :2], t[:, NUM_BODY_LANDMARKS:, :2], beta=beta)
+    if cfg.z_weight:
+        loss = loss + cfg.z_weight * F.smooth_l1_loss(s[:, body, 2], t[:, body, 2], beta=beta)
+    if cfg.logit_weight:
+        loss = loss + cfg.logit_weight * F.binary_cross_entropy_with_logits(
+            s[:, body, 3:5], torch.sigmoid(t[:, body, 3:5])
+        )
+    if cfg.presence_weight and student.presence is not None and teacher.presence is not None:
+        loss = loss + cfg.presence_weight * F.binary_cross_entropy(
+            student.presence.clamp(1e-6, 1 - 1e-6), teacher.presence.clamp(0, 1)
+        )
+    if cfg.heatmap_weight and student.heatmap is not None and teacher.heatmap is not None:
+        loss = loss + cfg.heatmap_weight * F.mse_loss(student.heatmap, teacher.heatmap)
+    if cfg.gt_weight and targets is not None:
+        labelled = (targets[..., 2] > 0).float()
+        if labelled.sum() > 0:
+            gt = F.smooth_l1_loss(s[:, body, :2], targets[..., :2], beta=beta, reduction="none").sum(-1)
+            loss = loss + cfg.gt_weight * (gt * labelled).sum() / labelled.sum()
+    return loss
+
+
+def _arch_signature(model: torch.nn.Module) -> list[tuple[str, list[int]]]:
+    return [(name, list(p.shape)) for name, p in model.state_dict().items() if isinstance(p, torch.Tensor)]
+
+
+def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+class _TeacherCache:
+    """Teacher outputs per crop index, computed on first use (the crops never change)."""
+
+    def __init__(self, teacher: torch.nn.Module, crops: CropSet) -> None:
+        self.teacher, self.crops = teacher, crops
+        self.outputs: dict[int, PoseOutputs] = {}
+
+    def get(self, idx: np.ndarray) -> PoseOutputs:
+        missing = [int(i) for i in idx if int(i) not in self.outputs]
+        if missing:
+            with torch.no_grad():
+                out = pose_outputs(self.teacher(self.crops.tensor(missing)))
+            for row, i in enumerate(missing):
+                self.outputs[i] = PoseOutputs(
+                    out.landmarks[row],
+                    None if out.presence is None else out.presence[row],
+                    None if out.heatmap is None else out.heatmap[row],
+                )
+        rows = [self.outputs[int(i)] for i in idx]
+        return PoseOutputs(
+            torch.stack([r.landmarks for r in rows]),
+            None if rows[0].presence is None else torch.stack([r.presence for r in rows]),  # type: ignore[misc]
+            None if rows[0].heatmap is None else torch.stack([r.heatmap for r in rows]),  # type: ignore[misc]
+        )
+
+
+def _lr_at(cfg: RecoveryConfig, step: int, elapsed: float) -> float:
+    frac = step / max(cfg.steps, 1)
+    if cfg.time_budget_s:
+        frac = max(frac, elapsed / cfg.time_budget_s)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def train_distill(
+    student: torch.nn.Module,
+    teacher: torch.nn.Module,
+    crops: CropSet,
+    cfg: RecoveryConfig,
+    progress: Callable[[float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    checkpoint_dir: Path | None = None,
+) -> DistillStats:
+    """Train ``student`` (in place) to mimic ``teacher`` on ``crops``; see the module docstring."""
+    if len(crops) == 0:
+        raise CompressionError("distillation needs at least one training crop")
+    teacher.eval()
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ckpt_path = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    fingerprint = json.dumps({"arch": _arch_signature(student), "cfg": cfg.model_dump(), "n": len(crops)})
+    step, elapsed_before = 0, 0.0
+    if ckpt_path is not None and ckpt_path.exists():
+        saved = torch.load(ckpt_path, weights_only=True)
+        if saved.get("fingerprint") == fingerprint:
+            student.load_state_dict(saved["student"])
+            optimizer.load_state_dict(saved["optimizer"])
+            step, elapsed_before = int(saved["step"]), float(saved["elapsed_s"])
+            logger.info("resuming distillation from step %d", step)
+        else:
+            logger.warning("ignoring checkpoint %s: different student or config", ckpt_path)
+    resumed_from = step
+    cache = _TeacherCache(teacher, crops)
+    targets = torch.from_numpy(crops.targets) if crops.targets is not None else None
+    start = time.monotonic()
+    first_loss = last_loss = float("nan")
+    stopped_by = "steps"
+    student.train()
+    while step < cfg.steps:
+        elapsed = elapsed_before + time.monotonic() - start
+        if cfg.time_budget_s is not None and elapsed >= cfg.time_budget_s:
+            stopped_by = "time_budget"
+            break
+        if should_stop is not None and should_stop():
+            stopped_by = "cancelled"
+            break
+        rng = np.random.default_rng([cfg.seed, step])
+        idx = rng.choice(len(crops), size=min(cfg.batch_size, len(crops)), replace=False)
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(cfg, step, elapsed)
+        teacher_out = cache.get(idx)
+        student_out = pose_outputs(student(crops.tensor(idx)))
+        loss = distill_loss(student_out, teacher_out, cfg, None if targets is None else targets[idx])
+        if not torch.isfinite(loss):
+            raise CompressionError(f"distillation diverged at step {step} (loss {loss.item()})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        last_loss = float(loss.item())
+        if step == resumed_from + 1:
+            first_loss = last_loss
+        if progress is not None:
+            budget_frac = elapsed / cfg.time_budget_s if cfg.time_budget_s else 0.0
+            progress(min(max(step / max(cfg.steps, 1), budget_frac), 1.0), f"distill step {step} loss {last_loss:.3f}")
+        if ckpt_path is not None and step % cfg.checkpoint_every == 0:
+            _save_checkpoint(
+                ckpt_path,
+                {
+                    "fingerprint": fingerprint,
+                    "student": student.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "step": step,
+                    "elapsed_s": elapsed_before + time.monotonic() - start,
+                },
+            )
+    student.eval()
+    if ckpt_path is not None and stopped_by != "cancelled" and ckpt_path.exists():
+        ckpt_path.unlink()
+    stats = DistillStats(step, resumed_from, first_loss, last_loss, elapsed_before + time.monotonic() - start, stopped_by)
+    logger.info("distillation done: %s", stats)
+    return stats
+
+
+def recover(
+    student: torch.nn.Module, teacher: torch.nn.Module, cfg: RecoveryConfig, data: CompressionData
+) -> dict[str, Any]:
+    """Recovery training used by prune / lowrank: distil ``teacher`` into ``student`` with ``data``."""
+    stats = train_distill(
+        student,
+        teacher,
+        data.train,
+        cfg,
+        progress=data.progress,
+        should_stop=data.should_stop,
+        checkpoint_dir=data.work_dir / "recovery",
+    )
+    if stats.stopped_by == "cancelled":
+        raise CompressionError("compression cancelled during recovery (checkpoint kept for resume)")
+    return stats.as_dict()
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy in eval mode with gradients off (a teacher that the student cannot touch)."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+@register(DistillConfig)
+def distill(model: Any, config: DistillConfig, data: CompressionData) -> CompressionResult:
+    """Fine-tune a copy of ``model`` against ``data.teacher`` (default: the input model itself)."""
+    if not isinstance(model, torch.nn.Module):
+        raise CompressionError("distill needs a torch model (run it before INT8 export)")
+    teacher = frozen_copy(data.teacher if data.teacher is not None else model)
+    student = copy.deepcopy(model)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    stats = recover(student, teacher, config, data)
+    return CompressionResult(student, {"method": "distill", "config": config.model_dump(), "distill": stats})

@@ -1,0 +1,197 @@
+"""Low-rank decomposition (SVD of 1x1 convs / linears, Tucker-2 of k x k convs) + distillation recovery.
+
+Each decomposed layer is replaced IN ITS PARENT by an ``nn.Sequential`` of plain layers, so a
+``GraphModel`` recipe describes the result. Depthwise and grouped convs are never factorized, and
+a layer is skipped when its factorization would not save at least ``min_saving`` of its parameters.
+Ranks come from the retained spectral energy per layer (``energy``) or from one energy threshold
+shared by every layer and searched so that the whole model fits ``params_ratio``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from pose_core.compression.base import CompressionError, CompressionResult, MethodConfig
+from pose_core.compression.data import CompressionData
+from pose_core.compression.distill import RecoveryConfig, frozen_copy, recover
+from pose_core.compression.measure import count_macs_params, example_input
+from pose_core.compression.registry import register
+
+logger = logging.getLogger(__name__)
+
+
+class LowRankConfig(MethodConfig):
+    """Factorize layers keeping ``energy`` of each spectrum, or fit the model into ``params_ratio``."""
+
+    method: Literal["lowrank"] = "lowrank"
+    energy: float | None = Field(default=None, gt=0, le=1)
+    params_ratio: float | None = Field(default=0.7, gt=0, lt=1)
+    min_saving: float = Field(default=0.1, ge=0, lt=1)
+    tucker_kxk: bool = True
+    ignored_layers: tuple[str, ...] = ()  #: module-name prefixes left alone
+    recovery: RecoveryConfig = RecoveryConfig()
+
+    @model_validator(mode="after")
+    def _one_target(self) -> LowRankConfig:
+        if (self.energy is None) == (self.params_ratio is None):
+            raise ValueError("set exactly one of energy and params_ratio")
+        return self
+
+
+@dataclass
+class _Candidate:
+    name: str
+    module: nn.Conv2d | nn.Linear
+    spectra: list[torch.Tensor]  # singular values: [S] for SVD, [S_out, S_in] for Tucker-2
+
+    @property
+    def params(self) -> int:
+        return int(self.module.weight.numel())
+
+    def ranks(self, energy: float) -> list[int]:
+        return [_rank_for_energy(s, energy) for s in self.spectra]
+
+    def factored_params(self, ranks: list[int]) -> int:
+        w = self.module.weight
+        out_ch, in_ch = w.shape[0], w.shape[1]
+        kernel = int(w[0, 0].numel()) if w.dim() == 4 else 1
+        if len(ranks) == 1:
+            return ranks[0] * (in_ch * kernel + out_ch)
+        r_out, r_in = ranks
+        return in_ch * r_in + r_in * r_out * kernel + r_out * out_ch
+
+
+def _rank_for_energy(singular: torch.Tensor, energy: float) -> int:
+    cumulative = torch.cumsum(singular**2, 0) / (singular**2).sum().clamp_min(1e-12)
+    return int(min(int((cumulative < energy).sum().item()) + 1, len(singular)))
+
+
+def _candidates(model: nn.Module, cfg: LowRankConfig) -> list[_Candidate]:
+    found = []
+    for name, module in model.named_modules():
+        if any(name.startswith(p) for p in cfg.ignored_layers):
+            continue
+        w = module.weight.detach() if isinstance(module, nn.Conv2d | nn.Linear) else None
+        if w is None:
+            continue
+        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1 and w.shape[2:].numel() == 1):
+            found.append(_Candidate(name, module, [torch.linalg.svdvals(w.reshape(w.shape[0], -1))]))
+        elif isinstance(module, nn.Conv2d) and module.groups == 1 and cfg.tucker_kxk:
+            s_out = torch.linalg.svdvals(w.reshape(w.shape[0], -1))
+            s_in = torch.linalg.svdvals(w.transpose(0, 1).reshape(w.shape[1], -1))
+            found.append(_Candidate(name, module, [s_out, s_in]))
+    return found
+
+
+def _plan(cands: list[_Candidate], energy: float, min_saving: float) -> dict[str, list[int]]:
+    plan = {}
+    for c in cands:
+        ranks = c.ranks(energy)
+        if c.factored_params(ranks) <= (1 - min_saving) * c.params:
+            plan[c.name] = ranks
+    return plan
+
+
+def _planned_params(cands: list[_Candidate], plan: dict[str, list[int]], total: int) -> int:
+    return total - sum(c.params - c.factored_params(plan[c.name]) for c in cands if c.name in plan)
+
+
+def _search_energy(cands: list[_Candidate], cfg: LowRankConfig, total: int) -> float:
+    """Largest shared energy whose plan keeps the model within ``params_ratio`` (bisection)."""
+    target = float(cfg.params_ratio or 1.0) * total
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if _planned_params(cands, _plan(cands, mid, cfg.min_saving), total) <= target:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _svd_layers(module: nn.Conv2d | nn.Linear, rank: int) -> nn.Sequential:
+    w = module.weight.detach()
+    u, s, vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
+    root = s[:rank].sqrt()
+    first_w, second_w = root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
+    bias = module.bias is not None
+    if isinstance(module, nn.Linear):
+        first: nn.Module = nn.Linear(module.in_features, rank, bias=False)
+        second: nn.Module = nn.Linear(rank, module.out_features, bias=bias)
+        first.weight.data.copy_(first_w)
+        second.weight.data.copy_(second_w)
+    else:
+        first = nn.Conv2d(module.in_channels, rank, 1, stride=module.stride, padding=module.padding, bias=False)
+        second = nn.Conv2d(rank, module.out_channels, 1, bias=bias)
+        first.weight.data.copy_(first_w.reshape(rank, module.in_channels, 1, 1))
+        second.weight.data.copy_(second_w.reshape(module.out_channels, rank, 1, 1))
+    if module.bias is not None:
+        second.bias.data.copy_(module.bias.detach())  # type: ignore[union-attr]
+    return nn.Sequential(first, second)
+
+
+def _tucker2_layers(conv: nn.Conv2d, r_out: int, r_in: int) -> nn.Sequential:
+    w = conv.weight.detach()
+    u_out = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)[0][:, :r_out]
+    u_in = torch.linalg.svd(w.transpose(0, 1).reshape(w.shape[1], -1), full_matrices=False)[0][:, :r_in]
+    core = torch.einsum("oikl,or,is->rskl", w, u_out, u_in)
+    reduce = nn.Conv2d(conv.in_channels, r_in, 1, bias=False)
+    spatial = nn.Conv2d(r_in, r_out, conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation, bias=False)  # type: ignore[arg-type]
+    expand = nn.Conv2d(r_out, conv.out_channels, 1, bias=conv.bias is not None)
+    reduce.weight.data.copy_(u_in.t()[:, :, None, None])
+    spatial.weight.data.copy_(core)
+    expand.weight.data.copy_(u_out[:, :, None, None])
+    if conv.bias is not None:
+        expand.bias.data.copy_(conv.bias.detach())  # type: ignore[union-attr]
+    return nn.Sequential(reduce, spatial, expand)
+
+
+def decompose(model: nn.Module, cfg: LowRankConfig, total_params: int) -> dict[str, Any]:
+    """Factorize ``model`` IN PLACE as ``cfg`` says; returns the plan (layer -> ranks)."""
+    cands = _candidates(model, cfg)
+    energy = float(cfg.energy) if cfg.energy is not None else _search_energy(cands, cfg, total_params)
+    plan = _plan(cands, energy, cfg.min_saving)
+    by_name = {c.name: c for c in cands}
+    for name, ranks in plan.items():
+        module = by_name[name].module
+        if len(ranks) == 1:
+            replacement = _svd_layers(module, ranks[0])
+        else:
+            assert isinstance(module, nn.Conv2d)
+            replacement = _tucker2_layers(module, ranks[0], ranks[1])
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, replacement)
+    return {"energy": energy, "layers": {n: r for n, r in plan.items()}, "candidates": len(cands)}
+
+
+@register(LowRankConfig)
+def lowrank(model: Any, config: LowRankConfig, data: CompressionData) -> CompressionResult:
+    """Decompose a copy of ``model`` and recover it by distillation from ``model`` itself."""
+    if not isinstance(model, nn.Module):
+        raise CompressionError("low-rank decomposition needs a torch model")
+    teacher = frozen_copy(data.teacher if data.teacher is not None else model)
+    student = copy.deepcopy(model)
+    example = example_input(data.train)
+    macs0, params0 = count_macs_params(student, example)
+    with torch.no_grad():
+        plan = decompose(student, config, params0)
+    if not plan["layers"]:
+        logger.warning("low-rank: no layer saves %.0f%% of its parameters; model unchanged", 100 * config.min_saving)
+    macs1, params1 = count_macs_params(student, example)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    stats = recover(student, teacher, config.recovery, data.for_step("lowrank", 0.02, 1.0))
+    report = {
+        "method": "lowrank",
+        "config": config.model_dump(mode="json"),
+        "decomposition": {**plan, "macs_before": macs0, "macs_after": macs1, "params_before": params0, "params_after": params1},
+        "recovery": stats,
+    }
+    return CompressionResult(student, report)

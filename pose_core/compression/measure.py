@@ -1,0 +1,196 @@
+"""Measurements of a compressed candidate against its parent (the report of every new version).
+
+``measure_candidate(candidate, parent, crops, ...)`` returns a JSON-able dict:
+
+* ``artifact_bytes`` / ``parent_artifact_bytes``: size of the ONNX export (fp32 torch models are
+  exported, ONNX-only models are measured as they are); ``weights_bytes`` for torch models
+  (safetensors-equivalent: sum of tensor bytes);
+* ``params`` / ``macs`` (and the parent's) -- counted on the torch graph; an ONNX-only candidate
+  reports the MACs / params of ``source_torch`` (the fp32 graph it came from) when given;
+* ``latency_ms`` p50 / p95 of candidate and parent, batch 1, ONNX Runtime, measured in interleaved
+  rounds in this process, and their ``latency_ratio`` (p50 / p50);
+* ``fidelity``: mean landmark pixel error and mean OKS of the candidate against the parent's
+  predictions on ``crops`` (both run through ONNX Runtime);
+* ``accuracy`` / ``parent_accuracy``: COCO AP and PCK in ground-truth-box mode when
+  ``eval_dataset_dir`` has labels (``None`` otherwise);
+* ``wall_time_s`` when the caller passes it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pose_core.compression.base import OnnxModel
+from pose_core.compression.data import CropSet
+
+if TYPE_CHECKING:
+    import onnxruntime
+    import torch
+
+logger = logging.getLogger(__name__)
+
+#: COCO sigmas are for COCO-17; BlazePose body points mapped to them are used for OKS.
+_REQUIRED_KEYS = (
+    "artifact_bytes",
+    "params",
+    "macs",
+    "latency_ms",
+    "latency_ratio",
+    "fidelity",
+    "accuracy",
+)
+
+
+def example_input(crops: CropSet) -> torch.Tensor:
+    """A batch-1 tensor shaped like the crops (the model's input)."""
+    return crops.tensor([0])
+
+
+def count_macs_params(model: torch.nn.Module, example: torch.Tensor) -> tuple[int, int]:
+    """(MACs, parameters) of one forward pass on ``example`` (torch-pruning's counter)."""
+    import torch
+    import torch_pruning as tp
+
+    with torch.no_grad():
+        macs, params = tp.utils.count_ops_and_params(model, example)
+    return int(macs), int(params)
+
+
+def onnx_bytes_of(model: torch.nn.Module | OnnxModel, example: torch.Tensor) -> bytes:
+    """The ONNX graph of ``model`` (exported from torch when needed), single output list."""
+    if isinstance(model, OnnxModel):
+        return model.onnx_bytes
+    import torch
+
+    buffer = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(
+            model.eval(),
+            (example,),
+            buffer,
+            input_names=["input"],
+            dynamic_axes={"input": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def ort_session(onnx_bytes: bytes, threads: int = 2) -> onnxruntime.InferenceSession:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def run_session(session: onnxruntime.InferenceSession, images: np.ndarray, batch: int = 8) -> list[np.ndarray]:
+    """Every output of ``session`` over ``images`` (N, 3, H, W), concatenated on the batch axis."""
+    name = session.get_inputs()[0].name
+    chunks: list[list[np.ndarray]] = []
+    for start in range(0, len(images), batch):
+        chunks.append(session.run(None, {name: images[start : start + batch]}))
+    return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
+
+
+def interleaved_latency(
+    sessions: Sequence[onnxruntime.InferenceSession], example: np.ndarray, rounds: int = 30, per_round: int = 5
+) -> list[dict[str, float]]:
+    """p50 / p95 latency (ms) of each session, batch 1, measured round-robin in the same process."""
+    name_of = [s.get_inputs()[0].name for s in sessions]
+    for s, n in zip(sessions, name_of, strict=True):
+        for _ in range(3):
+            s.run(None, {n: example})
+    samples: list[list[float]] = [[] for _ in sessions]
+    for _ in range(rounds):
+        for k, (s, n) in enumerate(zip(sessions, name_of, strict=True)):
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                s.run(None, {n: example})
+                samples[k].append((time.perf_counter() - t0) * 1e3)
+    return [{"p50": float(np.percentile(x, 50)), "p95": float(np.percentile(x, 95)), "n": len(x)} for x in samples]
+
+
+def landmark_fidelity(candidate: np.ndarray, parent: np.ndarray, crop_size: float) -> dict[str, float]:
+    """Mean body-landmark pixel error and mean OKS (COCO-17 subset) of candidate vs parent.
+
+    Args:
+        candidate, parent: (N, 195) landmark outputs in crop pixels.
+        crop_size: crop side in pixels (the OKS object scale is the crop area / 1.5**2).
+    """
+    from pose_core.keypoints import BLAZEPOSE33_TO_COCO17, COCO17_SIGMAS
+
+    c = candidate.reshape(len(candidate), -1, 5)[:, :33, :2]
+    p = parent.reshape(len(parent), -1, 5)[:, :33, :2]
+    dist = np.linalg.norm(c - p, axis=-1)
+    coco = list(BLAZEPOSE33_TO_COCO17)
+    sigmas = np.asarray(COCO17_SIGMAS)
+    area = (crop_size / 1.5) ** 2
+    oks = np.exp(-(dist[:, coco] ** 2) / (2 * area * (2 * sigmas) ** 2 + np.finfo(float).eps)).mean(axis=1)
+    return {
+        "mean_landmark_px": float(dist.mean()),
+        "p95_landmark_px": float(np.percentile(dist, 95)),
+        "mean_oks_vs_parent": float(oks.mean()),
+        "n_crops": len(c),
+    }
+
+
+def torch_weights_bytes(model: torch.nn.Module) -> int:
+    return int(sum(t.numel() * t.element_size() for t in model.state_dict().values()))
+
+
+def measure_candidate(
+    candidate: torch.nn.Module | OnnxModel,
+    parent: torch.nn.Module | OnnxModel,
+    crops: CropSet,
+    *,
+    eval_dataset_dir: Path | None = None,
+    source_torch: torch.nn.Module | None = None,
+    accuracy_fn: Callable[[bytes, Path], dict[str, Any]] | None = None,
+    wall_time_s: float | None = None,
+    latency_rounds: int = 30,
+    max_fidelity_crops: int = 64,
+) -> dict[str, Any]:
+    """The report of ``candidate`` against ``parent`` (see the module docstring)."""
+    import torch
+
+    example = example_input(crops)
+    cand_onnx, parent_onnx = onnx_bytes_of(candidate, example), onnx_bytes_of(parent, example)
+    report: dict[str, Any] = {
+        "artifact_bytes": len(cand_onnx),
+        "parent_artifact_bytes": len(parent_onnx),
+    }
+    counted = candidate if isinstance(candidate, torch.nn.Module) else source_torch
+    report["macs"], report["params"] = count_macs_params(counted, example) if counted is not None else (None, None)
+    if isinstance(parent, torch.nn.Module):
+        report["parent_macs"], report["parent_params"] = count_macs_params(parent, example)
+    if isinstance(candidate, torch.nn.Module):
+        report["weights_bytes"] = torch_weights_bytes(candidate)
+    cand_sess, parent_sess = ort_session(cand_onnx), ort_session(parent_onnx)
+    lat_c, lat_p = interleaved_latency([cand_sess, parent_sess], example.numpy(), rounds=latency_rounds)
+    report["latency_ms"], report["parent_latency_ms"] = lat_c, lat_p
+    report["latency_ratio"] = lat_c["p50"] / lat_p["p50"]
+    images = crops.images[:max_fidelity_crops]
+    report["fidelity"] = landmark_fidelity(
+        run_session(cand_sess, images)[0], run_session(parent_sess, images)[0], float(images.shape[-1])
+    )
+    report["accuracy"] = report["parent_accuracy"] = None
+    if eval_dataset_dir is not None and accuracy_fn is not None:
+        report["accuracy"] = accuracy_fn(cand_onnx, eval_dataset_dir)
+        report["parent_accuracy"] = accuracy_fn(parent_onnx, eval_dataset_dir)
+    if wall_time_s is not None:
+        report["wall_time_s"] = wall_time_s
+    missing = [k for k in _REQUIRED_KEYS if k not in report]
+    assert not missing, missing
+    return report
+
+
+REPORT_KEYS = _REQUIRED_KEYS
