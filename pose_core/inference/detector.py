@@ -7,6 +7,7 @@ scores clipped at 100), NonMaxSuppression (WEIGHTED, IoU 0.3), DetectionLetterbo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -21,6 +22,8 @@ NUM_DETECTOR_KEYPOINTS = 4
 SCORE_CLIPPING_THRESHOLD = 100.0
 DEFAULT_MIN_DETECTION_SCORE = 0.5  # MediaPipe Tasks' min_pose_detection_confidence
 DEFAULT_NMS_IOU = 0.3
+DEFAULT_TILE_FRACTION = 0.65  # tile side / short image side (our addition)
+SAME_PERSON = 0.35  # hip-centre distance / body radius under which detections merge
 
 
 @dataclass(frozen=True)
@@ -60,20 +63,52 @@ def letterbox_rect(width: int, height: int) -> CropRect:
     return CropRect(width / 2.0, height / 2.0, side, side, 0.0)
 
 
-def preprocess_detector(image: np.ndarray) -> tuple[np.ndarray, CropRect]:
-    """Letterbox an image into the detector's input.
+def detection_windows(
+    width: int, height: int, tile_fraction: float | None = DEFAULT_TILE_FRACTION
+) -> list[CropRect]:
+    """Square windows the detector runs on: the whole letterboxed image first (MediaPipe),
+    then, unless ``tile_fraction`` is None, overlapping tiles of side ``tile_fraction *
+    min(width, height)`` covering the image with half-tile steps.
+
+    The full-image pass alone finds one or two people: BlazePose's detector was trained on
+    images where a person is large. Tiles let it see the others at a closer scale.
+    """
+    windows = [letterbox_rect(width, height)]
+    if tile_fraction is None:
+        return windows
+    side = tile_fraction * min(width, height)
+
+    def centres(extent: int) -> np.ndarray:
+        count = int(np.ceil(max(extent - side, 0.0) / (side / 2.0))) + 1
+        return (
+            np.linspace(side / 2.0, extent - side / 2.0, count)
+            if count > 1
+            else np.array([extent / 2.0])
+        )
+
+    for cy in centres(height):
+        for cx in centres(width):
+            windows.append(CropRect(float(cx), float(cy), side, side, 0.0))
+    return windows
+
+
+def preprocess_detector(image: np.ndarray, windows: Sequence[CropRect]) -> np.ndarray:
+    """Cut detector inputs out of an image.
 
     Args:
         image: (H, W, 3) uint8 RGB.
+        windows: N square regions in image pixels (see :func:`detection_windows`).
 
     Returns:
-        (1, 3, 224, 224) float32 in [-1, 1] (padding is -1, i.e. black), and the letterbox
-        rectangle in image pixels.
+        (N, 3, 224, 224) float32 in [-1, 1]; outside the image is -1 (black), as MediaPipe's
+        zero border.
     """
-    rect = letterbox_rect(image.shape[1], image.shape[0])
-    crop = warp_crop(image, rect, DETECTOR_INPUT_SIZE, DETECTOR_INPUT_SIZE)
-    tensor = crop * np.float32(2.0 / 255.0) - np.float32(1.0)
-    return np.ascontiguousarray(tensor.transpose(2, 0, 1)[None]), rect
+    size = DETECTOR_INPUT_SIZE
+    batch = np.empty((len(windows), 3, size, size), dtype=np.float32)
+    for i, window in enumerate(windows):
+        crop = warp_crop(image, window, size, size)
+        batch[i] = (crop * np.float32(2.0 / 255.0) - np.float32(1.0)).transpose(2, 0, 1)
+    return batch
 
 
 def decode_detections(
@@ -161,18 +196,53 @@ def detections_to_image(detections: Detections, letterbox: CropRect) -> Detectio
     return Detections(boxes, keypoints, detections.scores)
 
 
+def merge_windows(detections: Sequence[Detections], same_person: float = SAME_PERSON) -> Detections:
+    """Merge image-pixel detections found in different windows, best score first.
+
+    Window detections have fixed-size boxes (relative to their window), so boxes do not
+    tell duplicates apart across scales; two detections are the same person when their hip
+    centres (keypoint 0) are closer than ``same_person`` x the larger body radius (distance
+    from keypoint 0 to keypoint 1). The best-scoring one is kept.
+    """
+    merged = Detections(
+        np.concatenate([d.boxes.reshape(-1, 4) for d in detections]),
+        np.concatenate([d.keypoints.reshape(-1, NUM_DETECTOR_KEYPOINTS, 2) for d in detections]),
+        np.concatenate([d.scores.reshape(-1) for d in detections]),
+    )
+    order = np.argsort(-merged.scores, kind="stable")
+    radius = np.linalg.norm(merged.keypoints[:, 1] - merged.keypoints[:, 0], axis=1)
+    kept: list[int] = []
+    for i in order:
+        centre = merged.keypoints[i, 0]
+        if all(
+            np.linalg.norm(centre - merged.keypoints[k, 0])
+            >= same_person * max(radius[i], radius[k])
+            for k in kept
+        ):
+            kept.append(int(i))
+    return merged.take(np.asarray(kept, dtype=np.int64))
+
+
 def detect_people(
     runner: Runner,
     image: np.ndarray,
     min_score: float = DEFAULT_MIN_DETECTION_SCORE,
     iou_threshold: float = DEFAULT_NMS_IOU,
+    tile_fraction: float | None = DEFAULT_TILE_FRACTION,
 ) -> Detections:
-    """Run the whole detector on one (H, W, 3) uint8 RGB image; detections in image pixels.
+    """Run the detector on one (H, W, 3) uint8 RGB image; detections in image pixels, best
+    first.
 
-    ``runner`` maps (1, 3, 224, 224) to (regressors (1, 2254, 12), scores (1, 2254, 1)).
+    ``runner`` maps (N, 3, 224, 224) to (regressors (N, 2254, 12), scores (N, 2254, 1)).
+    With ``tile_fraction=None`` this is exactly MediaPipe's single full-image pass;
+    otherwise tiles are added (see :func:`detection_windows`) and merged
+    (:func:`merge_windows`).
     """
-    tensor, letterbox = preprocess_detector(image)
-    outputs = runner(tensor)
-    regressors, logits = np.asarray(outputs[0])[0], np.asarray(outputs[1])[0]
-    decoded = decode_detections(regressors, logits, pose_anchors(), min_score)
-    return detections_to_image(weighted_nms(decoded, iou_threshold), letterbox)
+    windows = detection_windows(image.shape[1], image.shape[0], tile_fraction)
+    outputs = runner(preprocess_detector(image, windows))
+    regressors, logits = np.asarray(outputs[0]), np.asarray(outputs[1])
+    found = []
+    for i, window in enumerate(windows):
+        decoded = decode_detections(regressors[i], logits[i], pose_anchors(), min_score)
+        found.append(detections_to_image(weighted_nms(decoded, iou_threshold), window))
+    return found[0] if len(found) == 1 else merge_windows(found)

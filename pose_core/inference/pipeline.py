@@ -11,11 +11,15 @@ from pose_core.inference.crop import CropRect
 from pose_core.inference.detector import (
     DEFAULT_MIN_DETECTION_SCORE,
     DEFAULT_NMS_IOU,
+    DEFAULT_TILE_FRACTION,
     detect_people,
 )
 from pose_core.inference.keypoint_model import KeypointModel
 from pose_core.inference.roi import rois_from_detections
 from pose_core.inference.types import PersonPose, Runner
+
+DEFAULT_DUPLICATE_IOU = 0.6
+SAME_FACE = 0.75
 
 
 class PipelineError(ValueError):
@@ -31,6 +35,11 @@ class PosePipeline:
             works.
         min_detection_score: detector score threshold (MediaPipe Tasks' default 0.5).
         nms_iou: weighted-NMS IoU threshold (MediaPipe: 0.3).
+        tile_fraction: detector tile size (see
+            :func:`~pose_core.inference.detector.detection_windows`); None runs MediaPipe's
+            single full-image pass.
+        duplicate_iou: people whose boxes overlap more than this are one person (the
+            best-scoring one is kept).
     """
 
     def __init__(
@@ -39,18 +48,24 @@ class PosePipeline:
         detector: Runner | None,
         min_detection_score: float = DEFAULT_MIN_DETECTION_SCORE,
         nms_iou: float = DEFAULT_NMS_IOU,
+        tile_fraction: float | None = DEFAULT_TILE_FRACTION,
+        duplicate_iou: float = DEFAULT_DUPLICATE_IOU,
     ) -> None:
         self.landmark = landmark
         self.detector = detector
         self.min_detection_score = min_detection_score
         self.nms_iou = nms_iou
+        self.tile_fraction = tile_fraction
+        self.duplicate_iou = duplicate_iou
 
     def detect_rois(self, image: np.ndarray, max_people: int = 10) -> list[CropRect]:
         """Person crops of a (H, W, 3) uint8 RGB image, best detection first, at most
         ``max_people``."""
         if self.detector is None:
             raise PipelineError("this model has no person detector: give person boxes instead")
-        detections = detect_people(self.detector, image, self.min_detection_score, self.nms_iou)
+        detections = detect_people(
+            self.detector, image, self.min_detection_score, self.nms_iou, self.tile_fraction
+        )
         return rois_from_detections(detections.keypoints[:max_people])
 
     def predict_timed(
@@ -63,7 +78,7 @@ class PosePipeline:
         detected = time.perf_counter()
         people = self.landmark.estimate(image, rects)
         done = time.perf_counter()
-        kept = sorted((p for p in people if p.score >= min_score), key=lambda p: -p.score)
+        kept = remove_duplicates([p for p in people if p.score >= min_score], self.duplicate_iou)
         timings = {"detect": detected - start, "landmarks": done - detected, "total": done - start}
         return kept, timings
 
@@ -82,6 +97,44 @@ class PosePipeline:
         in ``rects`` order, no score filtering."""
         _check_image(image)
         return self.landmark.estimate(image, list(rects))
+
+
+def box_iou_xywh(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two (x, y, w, h) boxes."""
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    inter = max(iw, 0.0) * max(ih, 0.0)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return inter / union if union > 0 else 0.0
+
+
+FACE_KEYPOINTS = slice(0, 5)  # nose, eyes, ears in COCO-17 order
+
+
+def same_face(better: PersonPose, other: PersonPose, max_ratio: float = SAME_FACE) -> bool:
+    """Whether two people share a face: their face-keypoint centroids are closer than
+    ``max_ratio`` x the better one's face size (largest distance between its face points).
+
+    BlazePose's detector is anchored on faces, so two crops of one person (from different
+    detector windows) can yield different bodies around the same face.
+    """
+    face = better.keypoints[FACE_KEYPOINTS, :2].astype(np.float64)
+    size = max(float(np.max(np.linalg.norm(face[:, None] - face[None], axis=-1))), 1.0)
+    distance = np.linalg.norm(face.mean(axis=0) - other.keypoints[FACE_KEYPOINTS, :2].mean(axis=0))
+    return bool(distance < max_ratio * size)
+
+
+def remove_duplicates(people: Sequence[PersonPose], max_iou: float) -> list[PersonPose]:
+    """People sorted by score, dropping any that overlaps a better one by box IoU > max_iou
+    or shares its face (:func:`same_face`)."""
+    kept: list[PersonPose] = []
+    for person in sorted(people, key=lambda p: -p.score):
+        if all(
+            box_iou_xywh(person.bbox, other.bbox) <= max_iou and not same_face(other, person)
+            for other in kept
+        ):
+            kept.append(person)
+    return kept
 
 
 def _check_image(image: np.ndarray) -> None:
