@@ -1,0 +1,111 @@
+"""ONNX Runtime serving: a :data:`~pose_core.inference.types.Runner` per model and a bounded
+LRU cache of them keyed by artifact sha256. ``onnxruntime`` is imported when a runner is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+class RuntimeLoadError(RuntimeError):
+    """ONNX Runtime could not load a model."""
+
+
+class OnnxRunner:
+    """An ONNX Runtime CPU session called like a Runner: (N, C, H, W) float32 -> outputs.
+
+    Sequential execution, ``threads`` intra-op threads, all graph optimisations. Models
+    whose batch dimension is fixed are run one item at a time.
+    """
+
+    def __init__(self, model: str | Path | bytes, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        source = model if isinstance(model, bytes) else str(model)
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types
+            raise RuntimeLoadError(f"ONNX Runtime cannot load the model: {exc}") from exc
+        model_input = self.session.get_inputs()[0]
+        self.input_name: str = model_input.name
+        self.input_shape: list[int | str | None] = list(model_input.shape)
+        self.output_names: list[str] = [o.name for o in self.session.get_outputs()]
+        self._fixed_batch = isinstance(self.input_shape[0], int)
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Run a batch; outputs in the model's output order, each with the leading N axis."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if not self._fixed_batch or batch.shape[0] == self.input_shape[0]:
+            return list(self.session.run(None, {self.input_name: batch}))
+        per_item = [self.session.run(None, {self.input_name: item[None]}) for item in batch]
+        return [np.concatenate(values) for values in zip(*per_item, strict=True)]
+
+
+class SessionCache:
+    """Bounded, thread-safe LRU of :class:`OnnxRunner` keyed by artifact sha256.
+
+    Args:
+        max_sessions: sessions kept; the least recently used one is dropped beyond it.
+        threads: intra-op threads of every session.
+    """
+
+    def __init__(self, max_sessions: int, threads: int) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self.max_sessions = max_sessions
+        self.threads = threads
+        self._runners: OrderedDict[str, OnnxRunner] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def get(self, sha256: str, load: Callable[[], str | Path | bytes]) -> OnnxRunner:
+        """The runner for ``sha256``, building it from ``load()`` (a path or the model bytes)
+        on a miss. Concurrent misses for one key build it once."""
+        with self._lock:
+            runner = self._runners.get(sha256)
+            if runner is not None:
+                self._runners.move_to_end(sha256)
+                return runner
+            key_lock = self._loading.setdefault(sha256, threading.Lock())
+        with key_lock:
+            with self._lock:
+                runner = self._runners.get(sha256)
+                if runner is not None:
+                    self._runners.move_to_end(sha256)
+                    return runner
+            logger.info("loading ONNX Runtime session %s", sha256[:12])
+            runner = OnnxRunner(load(), self.threads)
+            with self._lock:
+                self._runners[sha256] = runner
+                self._runners.move_to_end(sha256)
+                while len(self._runners) > self.max_sessions:
+                    evicted, _ = self._runners.popitem(last=False)
+                    logger.info("evicted ONNX Runtime session %s", evicted[:12])
+                self._loading.pop(sha256, None)
+            return runner
+
+    def __contains__(self, sha256: object) -> bool:
+        with self._lock:
+            return sha256 in self._runners
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._runners)
+
+    def clear(self) -> None:
+        """Drop every session."""
+        with self._lock:
+            self._runners.clear()
