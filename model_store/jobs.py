@@ -121,7 +121,9 @@ class JobStore:
                 recovered = True
             if row.attempts >= max_attempts:
                 row.status = "failed"
-                row.error = f"worker lost {row.attempts} time(s); giving up"
+                row.error = (
+                    f"gave up after {row.attempts} attempt(s) (worker lost or transient errors)"
+                )
                 row.finished_at = utcnow()
                 return Claim(None, row.error, recovered=True)
             now = utcnow()

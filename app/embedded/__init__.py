@@ -1,0 +1,1 @@
+"""Embedded mode of ``posecompress serve``: a private Redis and child process supervision."""

@@ -1,0 +1,64 @@
+"""The Celery application, built from settings. Configuration only: task modules are
+imported by the worker process (``include``), never by the API, which sends tasks by
+name (:func:`task_name`).
+
+Reliability settings: late acks + reject on worker loss (a job whose process dies is
+re-delivered), prefetch 1 (a worker holds at most one job it is not running), a hard
+time limit per job, JSON only, and a visibility timeout longer than the time limit (so
+a live, long job is not handed to a second worker).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready
+
+from app.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+TASK_MODULES = ["workers.tasks.export_onnx"]
+QUEUE = "posecompress"
+
+
+def task_name(kind: str) -> str:
+    """Celery task name of a job kind (e.g. ``export_onnx``)."""
+    return f"posecompress.{kind}"
+
+
+def create_celery(settings: Settings) -> Celery:
+    app = Celery("posecompress", broker=settings.effective_redis_url, include=TASK_MODULES)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=settings.task_time_limit,
+        task_soft_time_limit=max(1, settings.task_time_limit - 60),
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_default_queue=QUEUE,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": settings.task_time_limit + 600},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app
+
+
+celery_app = create_celery(get_settings())
+"""The worker's app (``celery -A workers.celery_app worker``)."""
+
+
+@worker_ready.connect
+def _recover_on_start(sender: Any = None, **_: Any) -> None:
+    from workers.recovery import recover_stale_jobs
+
+    try:
+        recover_stale_jobs(get_settings(), celery_app)
+    except Exception:  # recovery must never keep a worker from starting
+        logger.exception("startup recovery failed")

@@ -1,0 +1,42 @@
+"""Startup recovery: jobs left ``running`` by a dead worker are re-queued or failed.
+
+Run by every worker when it becomes ready. A job's worker is dead when its heartbeat
+is stale, or when it ran on this host under a pid that no longer exists (the embedded
+worker restarted by ``posecompress serve``). Its ``pending`` versions are marked failed
+first, so no half-made version ever becomes ``ready``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Celery
+
+from app.settings import Settings
+from model_store import open_store
+from model_store.jobs import worker_is_dead
+from workers.celery_app import task_name
+
+logger = logging.getLogger(__name__)
+
+
+def recover_stale_jobs(settings: Settings, celery: Celery) -> list[str]:
+    """Re-queue (or fail, past the attempt limit) every running job whose worker died."""
+    store = open_store(settings.effective_database_url, settings.resolved_data_dir)
+    recovered: list[str] = []
+    try:
+        for job in store.jobs.running():
+            if not worker_is_dead(job.worker, job.heartbeat_at, settings.job_stale_after_s):
+                continue
+            store.models.fail_pending_versions_of_job(job.id, f"worker {job.worker} lost")
+            if job.attempts >= settings.job_max_attempts:
+                store.jobs.fail(job.id, f"worker lost {job.attempts} time(s); giving up")
+                logger.warning("job %s failed after worker loss", job.id)
+            else:
+                store.jobs.requeue(job.id, f"re-queued: worker {job.worker} lost")
+                celery.send_task(task_name(job.kind), args=[job.id], task_id=job.id)
+                logger.warning("job %s re-queued after worker loss", job.id)
+            recovered.append(job.id)
+    finally:
+        store.close()
+    return recovered

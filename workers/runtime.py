@@ -1,0 +1,173 @@
+"""Runs one job body inside a Celery task: claim, heartbeat, progress, cancellation,
+failure handling and retries of transient errors. Task modules stay thin::
+
+    @celery_app.task(name=task_name("export_onnx"), bind=True, max_retries=None)
+    def export_onnx(self: Task, job_id: str) -> None:
+        run_job(self, job_id, export_onnx_job)
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from app.settings import Settings, get_settings
+from model_store import JobInfo, Store, open_store
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT_RETRY_COUNTDOWN_S = 5
+TRANSIENT_MAX_RETRIES = 5
+
+
+class JobCancelled(Exception):
+    """Raised inside a job body when the job row says ``cancelled``."""
+
+
+class JobError(Exception):
+    """A job failed for a reason worth showing to the user (no traceback needed)."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    model: str | None
+    version: int | None
+    message: str = "done"
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "try again later": lost database or broker connections."""
+    import kombu.exceptions
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    return (
+        sqlalchemy.exc.OperationalError,
+        sqlalchemy.exc.InterfaceError,
+        kombu.exceptions.OperationalError,
+        redis.exceptions.ConnectionError,
+        ConnectionError,
+    )
+
+
+@lru_cache(maxsize=1)
+def worker_store() -> Store:
+    """This worker process's store (opened lazily, after the pool fork)."""
+    settings = get_settings()
+    return open_store(settings.effective_database_url, settings.resolved_data_dir)
+
+
+class JobContext:
+    """What a job body gets: its row, the store, settings, scratch space, progress."""
+
+    def __init__(self, store: Store, job: JobInfo, settings: Settings, scratch: Path) -> None:
+        self.store = store
+        self.job = job
+        self.settings = settings
+        self.scratch = scratch
+        self._last_write = 0.0
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.job.params
+
+    def progress(self, fraction: float, message: str, *, force: bool = False) -> None:
+        """Record progress (throttled to ~2 writes/s) and stop if the job was cancelled."""
+        now = time.monotonic()
+        if not force and now - self._last_write < 0.5:
+            return
+        self._last_write = now
+        if self.store.jobs.set_progress(self.job.id, fraction, message) == "cancelled":
+            raise JobCancelled(self.job.id)
+
+    def check_cancelled(self) -> None:
+        if self.store.jobs.get(self.job.id).status == "cancelled":
+            raise JobCancelled(self.job.id)
+
+
+class _Heartbeat(threading.Thread):
+    def __init__(self, store: Store, job_id: str, interval: float) -> None:
+        super().__init__(name=f"heartbeat-{job_id}", daemon=True)
+        self.store, self.job_id, self.interval = store, job_id, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.store.jobs.heartbeat(self.job_id)
+            except Exception:  # keep beating through short database hiccups
+                logger.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+
+
+def run_job(task: Task, job_id: str, body: Callable[[JobContext], JobResult]) -> None:
+    settings = get_settings()
+    transient = transient_errors()
+    try:
+        store = worker_store()
+        claim = store.jobs.claim(
+            job_id,
+            max_attempts=settings.job_max_attempts,
+            stale_after_s=settings.job_stale_after_s,
+        )
+        if claim.busy_elsewhere:
+            logger.info("job %s: %s; retrying later", job_id, claim.reason)
+            raise task.retry(countdown=settings.job_stale_after_s, max_retries=None)
+        # Leftovers of an earlier attempt (killed worker, transient retry) never become ready.
+        store.models.fail_pending_versions_of_job(job_id, "abandoned by an earlier attempt")
+        if claim.job is None:
+            logger.info("job %s not run: %s", job_id, claim.reason)
+            return
+    except transient as exc:
+        logger.warning("job %s: transient error while claiming: %s", job_id, exc)
+        raise task.retry(
+            exc=exc, countdown=TRANSIENT_RETRY_COUNTDOWN_S, max_retries=TRANSIENT_MAX_RETRIES
+        ) from exc
+
+    scratch = store.scratch_dir / f"job-{job_id}-{claim.job.attempts}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    heartbeat = _Heartbeat(store, job_id, settings.job_heartbeat_s)
+    heartbeat.start()
+    try:
+        result = body(JobContext(store, claim.job, settings, scratch))
+        store.jobs.succeed(
+            job_id, model=result.model, version=result.version, message=result.message
+        )
+        logger.info("job %s succeeded: %s", job_id, result)
+    except JobCancelled:
+        store.models.fail_pending_versions_of_job(job_id, "job cancelled")
+        logger.info("job %s cancelled", job_id)
+    except SoftTimeLimitExceeded:
+        _fail(store, job_id, f"time limit of {settings.task_time_limit} s exceeded")
+    except transient as exc:
+        logger.warning("job %s: transient error, will retry: %s", job_id, exc)
+        try:
+            store.jobs.requeue(job_id, f"retrying after transient error: {exc}")
+        except transient:
+            logger.warning("job %s: could not re-queue its row", job_id)
+        raise task.retry(
+            exc=exc, countdown=TRANSIENT_RETRY_COUNTDOWN_S, max_retries=TRANSIENT_MAX_RETRIES
+        ) from exc
+    except JobError as exc:
+        _fail(store, job_id, str(exc))
+    except Exception as exc:
+        logger.exception("job %s failed", job_id)
+        _fail(store, job_id, f"{type(exc).__name__}: {exc}")
+    finally:
+        heartbeat.stopped.set()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fail(store: Store, job_id: str, error: str) -> None:
+    store.models.fail_pending_versions_of_job(job_id, error)
+    store.jobs.fail(job_id, error)
+    logger.warning("job %s failed: %s", job_id, error)
