@@ -12,13 +12,13 @@
 * ``fidelity``: mean landmark pixel error and mean OKS of the candidate against the parent's
   predictions on ``crops`` (both run through ONNX Runtime);
 * ``accuracy`` / ``parent_accuracy``: COCO AP and PCK in ground-truth-box mode when
-  ``eval_dataset_dir`` has labels (``None`` otherwise);
+  ``eval_dataset_dir`` has labels (``None`` otherwise), by :func:`gt_box_accuracy` unless
+  ``accuracy_fn(onnx_bytes, dataset_dir)`` is given;
 * ``wall_time_s`` when the caller passes it.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -64,23 +64,34 @@ def count_macs_params(model: torch.nn.Module, example: torch.Tensor) -> tuple[in
 
 
 def onnx_bytes_of(model: torch.nn.Module | OnnxModel, example: torch.Tensor) -> bytes:
-    """The ONNX graph of ``model`` (exported from torch when needed), single output list."""
+    """The ONNX graph of ``model`` (exported with :func:`pose_core.export.export_onnx` if torch)."""
     if isinstance(model, OnnxModel):
         return model.onnx_bytes
-    import torch
+    import tempfile
 
-    buffer = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(
-            model.eval(),
-            (example,),
-            buffer,
-            input_names=["input"],
-            dynamic_axes={"input": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    from pose_core.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="posecompress-measure-") as tmp:
+        path = export_onnx(model.eval(), Path(tmp) / "model.onnx", tuple(example.shape))
+        return path.read_bytes()
+
+
+def gt_box_accuracy(onnx_bytes: bytes, dataset_dir: Path) -> dict[str, Any]:
+    """COCO AP / PCK of a BlazePose-style landmark graph in ground-truth-box mode (ORT, 2 threads)."""
+    from pose_core.evaluation.protocol import EvaluationMode, evaluate_dataset
+    from pose_core.inference.landmarks import BlazePoseLandmarkModel
+    from pose_core.inference.pipeline import PosePipeline
+
+    session = ort_session(onnx_bytes)
+    name = session.get_inputs()[0].name
+
+    def runner(batch: np.ndarray) -> list[np.ndarray]:
+        return list(session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)}))
+
+    pipeline = PosePipeline(BlazePoseLandmarkModel(runner), detector=None)
+    report = evaluate_dataset(pipeline, dataset_dir, EvaluationMode.GT_BOXES)
+    return {"ap": report.ap, "ap50": report.ap50, "pck": report.pck, "mean_error_px": report.mean_error_px,
+            "n_people": report.n_people, "mode": report.mode.value}
 
 
 def ort_session(onnx_bytes: bytes, threads: int = 2) -> onnxruntime.InferenceSession:
@@ -183,9 +194,10 @@ def measure_candidate(
         run_session(cand_sess, images)[0], run_session(parent_sess, images)[0], float(images.shape[-1])
     )
     report["accuracy"] = report["parent_accuracy"] = None
-    if eval_dataset_dir is not None and accuracy_fn is not None:
-        report["accuracy"] = accuracy_fn(cand_onnx, eval_dataset_dir)
-        report["parent_accuracy"] = accuracy_fn(parent_onnx, eval_dataset_dir)
+    if eval_dataset_dir is not None and (Path(eval_dataset_dir) / "annotations.json").exists():
+        evaluate = accuracy_fn or gt_box_accuracy
+        report["accuracy"] = evaluate(cand_onnx, Path(eval_dataset_dir))
+        report["parent_accuracy"] = evaluate(parent_onnx, Path(eval_dataset_dir))
     if wall_time_s is not None:
         report["wall_time_s"] = wall_time_s
     missing = [k for k in _REQUIRED_KEYS if k not in report]
