@@ -1,0 +1,91 @@
+"""/models: upload (multipart ``file``, ``name``, optional ``manifest`` JSON), list, get,
+delete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import SettingsDep, StoreDep, WriteGuard
+from app.schemas import ErrorResponse, ModelPublic, ModelUploaded
+from app.uploads import parse_json_field, saved_upload
+from model_store import Store, VersionInfo
+from model_store.registry import check_name
+from pose_core.importers.uploads import inspect_upload
+
+router = APIRouter(
+    prefix="/models",
+    tags=["models"],
+    dependencies=[WriteGuard],
+    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+)
+
+
+def store_uploaded_model(
+    store: Store, name: str, path: Path, filename: str, manifest: dict[str, Any] | None
+) -> VersionInfo:
+    """Inspect the upload (forward pass) and only then store it as a new version."""
+    info = inspect_upload(path, filename, manifest)
+    pending = store.models.create_pending_version(
+        name,
+        format=info.format,
+        recipe={"source": "upload", "filename": filename},
+        manifest=manifest,
+    )
+    try:
+        return store.models.finalize_version(
+            name, pending.number, {"model": path}, report={"inspection": info.as_report()}
+        )
+    except Exception as exc:
+        store.models.mark_failed(name, pending.number, f"storing the upload failed: {exc}")
+        raise
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ModelUploaded,
+    responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)
+async def upload_model(
+    store: StoreDep,
+    settings: SettingsDep,
+    file: Annotated[UploadFile, File(description="model file (.onnx, ...)")],
+    name: Annotated[str, Form(description="model name")],
+    manifest: Annotated[str | None, Form(description="JSON object")] = None,
+) -> ModelUploaded:
+    check_name(name)
+    manifest_dict = parse_json_field(manifest, "manifest")
+    async with saved_upload(file, store.scratch_dir, settings.max_upload_bytes) as path:
+        version = await run_in_threadpool(
+            store_uploaded_model, store, name, path, file.filename or "", manifest_dict
+        )
+    artifact = version.artifact("model")
+    return ModelUploaded(
+        name=name,
+        version=version.number,
+        format=version.format,
+        sha256=artifact.sha256,
+        size=artifact.size,
+    )
+
+
+@router.get("", response_model=list[ModelPublic])
+def list_models(store: StoreDep) -> list[ModelPublic]:
+    return [ModelPublic.of(m) for m in store.models.list_models()]
+
+
+@router.get("/{name}", response_model=ModelPublic)
+def get_model(name: str, store: StoreDep) -> ModelPublic:
+    return ModelPublic.of(store.models.get_model(name))
+
+
+@router.delete(
+    "/{name}", status_code=status.HTTP_204_NO_CONTENT, responses={409: {"model": ErrorResponse}}
+)
+def delete_model(name: str, store: StoreDep, force: Annotated[bool, Query()] = False) -> Response:
+    store.models.delete_model(name, force=force)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,124 @@
+"""One JSON error shape for every error: ``{"error": {"code", "message", "detail"}}``.
+
+Domain exceptions from model_store and pose_core map to HTTP status codes here, in one
+place. Routes raise domain exceptions or :class:`ApiError`, never build error bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model_store.errors import (
+    ArtifactIntegrityError,
+    ConflictError,
+    DatasetRejected,
+    InvalidArgumentError,
+    NotFoundError,
+    SchemaVersionError,
+    StoreError,
+)
+from pose_core.importers.uploads import UploadRejected
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.detail = status, code, message, detail
+
+
+class PayloadTooLarge(StarletteHTTPException):
+    """Raised while reading a body past the limit (an HTTPException, so FastAPI's form
+    parsing re-raises it instead of turning it into a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds the limit of {limit} bytes")
+        self.limit = limit
+
+
+# exception type -> (status, code); the first matching entry wins (subclasses first)
+DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (InvalidArgumentError, 422, "invalid_argument"),
+    (DatasetRejected, 422, "dataset_rejected"),
+    (UploadRejected, 422, "upload_rejected"),
+    (ArtifactIntegrityError, 500, "artifact_integrity"),
+    (SchemaVersionError, 500, "schema_version"),
+    (StoreError, 500, "store_error"),
+]
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    detail: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "detail": jsonable_encoder(detail)}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.detail)
+
+
+async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    for kind, status, code in DOMAIN_ERRORS:
+        if isinstance(exc, kind):
+            if status >= 500:
+                logger.error("%s: %s", code, exc)
+            return error_response(status, code, str(exc))
+    raise exc
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    detail = None if isinstance(exc.detail, str) else exc.detail
+    return error_response(exc.status_code, code, message, detail, headers=exc.headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{k: v for k, v in e.items() if k != "ctx"} for e in exc.errors()]
+    return error_response(422, "validation_error", "request validation failed", errors)
+
+
+async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    for kind in {kind for kind, _, _ in DOMAIN_ERRORS}:
+        app.add_exception_handler(kind, _domain_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,153 @@
+"""Request and response bodies of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from model_store import DatasetInfo, JobInfo, ModelInfo, VersionInfo
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    detail: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ArtifactPublic(BaseModel):
+    role: str
+    filename: str
+    sha256: str
+    size: int
+
+
+class VersionPublic(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    version: int
+    status: Literal["pending", "ready", "failed"]
+    format: str
+    parent: int | None
+    recipe: dict[str, Any] | None
+    manifest: dict[str, Any] | None
+    report: dict[str, Any] | None
+    error: str | None
+    created_at: datetime
+    created_by_job: str | None
+    artifacts: list[ArtifactPublic]
+    aliases: list[str]
+
+    @classmethod
+    def of(cls, info: VersionInfo) -> VersionPublic:
+        return cls(
+            model=info.model,
+            version=info.number,
+            status=info.status,  # type: ignore[arg-type]
+            format=info.format,
+            parent=info.parent,
+            recipe=info.recipe,
+            manifest=info.manifest,
+            report=info.report,
+            error=info.error,
+            created_at=info.created_at,
+            created_by_job=info.created_by_job,
+            artifacts=[ArtifactPublic(**a.__dict__) for a in info.artifacts],
+            aliases=list(info.aliases),
+        )
+
+
+class ModelPublic(BaseModel):
+    name: str
+    created_at: datetime
+    latest: int | None
+    version_count: int
+    aliases: dict[str, int]
+
+    @classmethod
+    def of(cls, info: ModelInfo) -> ModelPublic:
+        return cls(**info.__dict__)
+
+
+class ModelUploaded(BaseModel):
+    name: str
+    version: int
+    format: str
+    sha256: str
+    size: int
+
+
+class AliasUpdate(BaseModel):
+    version: int = Field(ge=1)
+
+
+class ExportRequest(BaseModel):
+    optimization: Literal["disable", "basic", "extended"] = "basic"
+    verify_samples: int = Field(default=16, ge=1, le=100_000)
+    tolerance: float = Field(default=1e-4, gt=0)
+
+
+class JobPublic(BaseModel):
+    id: str
+    job_id: str
+    kind: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    progress: float
+    message: str
+    error: str | None
+    params: dict[str, Any]
+    result: dict[str, Any] | None
+    attempts: int
+    worker: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, info: JobInfo) -> JobPublic:
+        result = None
+        if info.result_model is not None:
+            result = {"model": info.result_model, "version": info.result_version}
+        return cls(
+            id=info.id,
+            job_id=info.id,
+            kind=info.kind,
+            status=info.status,  # type: ignore[arg-type]
+            progress=info.progress,
+            message=info.message,
+            error=info.error,
+            params=info.params,
+            result=result,
+            attempts=info.attempts,
+            worker=info.worker,
+            created_at=info.created_at,
+            started_at=info.started_at,
+            finished_at=info.finished_at,
+        )
+
+
+class DatasetPublic(BaseModel):
+    id: str
+    name: str | None
+    created_at: datetime
+    image_count: int
+    annotation_count: int
+    labelled_image_count: int
+    has_annotations: bool
+    checksum: str
+    size_bytes: int
+
+    @classmethod
+    def of(cls, info: DatasetInfo) -> DatasetPublic:
+        return cls(**info.__dict__)
+
+
+class HealthPublic(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
