@@ -336,7 +336,11 @@ def import_tflite(path: str | Path, outputs: Sequence[str] | None = None) -> Gra
     Raises:
         TfliteImportError: unreadable file, unsupported op or unknown output name.
     """
-    graph = TfliteGraph(path)
+    return _import_graph(TfliteGraph(path), outputs)
+
+
+def _import_graph(graph: TfliteGraph, outputs: Sequence[str] | None) -> GraphModel:
+    path = graph.path
     if len(graph.inputs) != 1 or len(graph.shape(graph.inputs[0])) != 4:
         raise TfliteImportError("only models with one NHWC image input are supported")
     family = _detect_family(graph)
@@ -402,8 +406,9 @@ def import_blazepose_detector(path: str | Path,
 
 
 def _import_family(path: str | Path, family: ModelFamily, outputs: Sequence[str]) -> GraphModel:
-    model = import_tflite(path, outputs)
-    if model.metadata.get("family") != family.name:
-        raise TfliteImportError(f"{Path(path).name} is not a {family.name} model "
-                                f"(detected: {model.metadata.get('family')})")
-    return model
+    graph = TfliteGraph(path)
+    detected = _detect_family(graph)
+    if detected != family:
+        raise TfliteImportError(f"{Path(path).name} is not a {family.name} model (detected: "
+                                f"{detected.name if detected is not None else 'unknown'})")
+    return _import_graph(graph, outputs)
