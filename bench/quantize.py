@@ -1,0 +1,191 @@
+"""INT8 / FP16 variants of BlazePose-Full: dev AP (ground-truth boxes), latency and size vs fp32.
+
+Usage::
+
+    python bench/quantize.py [--dev ../shared/data/dev] [--unlabeled ../shared/data/unlabeled]
+        [--variants fp16,int8_percentile,...] [--rounds 60]
+
+Every variant goes through ``pose_core.compression.compress`` (the product path). AP: COCO OKS AP
+on the dev set, one square crop per labelled person (side 1.5 x max(w, h), no rotation,
+256 x 256), BlazePose-33 -> COCO-17, keypoint score = sigmoid(visibility), person score =
+presence x mean keypoint score. Latency: ONNX Runtime, batch 1, 2 threads, rounds interleaved
+with the fp32 graph; the ratio is the median of per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pose_core.compression.base import OnnxModel  # noqa: E402
+from pose_core.compression.data import (  # noqa: E402
+    AugmentConfig,
+    CropSet,
+    build_cropset,
+    load_crop_sources,
+    load_rgb,
+)
+from pose_core.compression.registry import compress, parse_config  # noqa: E402
+from pose_core.evaluation.latency import measure_latency, median_ratio  # noqa: E402
+from pose_core.evaluation.oks import KeypointPrediction, coco_keypoint_metrics  # noqa: E402
+from pose_core.inference.crop import apply_affine, crop_to_image_matrix, warp_crop  # noqa: E402
+from pose_core.keypoints import BLAZEPOSE33_TO_COCO17  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp16_weights": {"mode": "fp16_weights"},
+    "int8_minmax": {"calibrator": "minmax", "max_landmark_error_px": None},
+    "int8_entropy": {"calibrator": "entropy", "num_bins": 1024, "max_landmark_error_px": None},
+    "int8_p99.99": {"calibrator": "percentile", "percentile": 99.99, "max_landmark_error_px": None},
+    "int8_p99.9": {"calibrator": "percentile", "percentile": 99.9, "max_landmark_error_px": None},
+    "int8_p99.99_mixed": {
+        "calibrator": "percentile",
+        "percentile": 99.99,
+        "max_landmark_error_px": 1.0,
+        "num_holdout_crops": 12,
+        "max_fp32_nodes": 12,
+        "num_calibration_crops": 128,
+    },
+}
+
+
+class DevSet:
+    """Ground-truth-box crops of the dev set and the COCO dict to score them against."""
+
+    def __init__(self, root: Path) -> None:
+        import json
+
+        self.coco = json.loads((root / "annotations.json").read_text())
+        ids = {img["file_name"]: img["id"] for img in self.coco["images"]}
+        sources = [s for s in load_crop_sources(root) if s.keypoints33 is not None]
+        self.image_ids = [ids[s.image_path.name] for s in sources]
+        self.matrices = [crop_to_image_matrix(s.rect, 256, 256) for s in sources]
+        self.crops = np.stack(
+            [
+                warp_crop(load_rgb(s.image_path), s.rect, 256, 256).transpose(2, 0, 1) / 255.0
+                for s in sources
+            ]
+        ).astype(np.float32)
+
+    def ap(self, landmarks: np.ndarray, presence: np.ndarray) -> float:
+        """COCO AP of (N, 195) raw landmark outputs."""
+        values = landmarks.reshape(len(landmarks), 39, 5)
+        preds = []
+        for i, matrix in enumerate(self.matrices):
+            chosen = values[i, list(BLAZEPOSE33_TO_COCO17)]
+            xy = apply_affine(matrix, chosen[:, :2])
+            score = 1.0 / (1.0 + np.exp(-chosen[:, 3:4]))
+            kps = np.concatenate([xy, score], axis=1)
+            preds.append(
+                KeypointPrediction(self.image_ids[i], kps, float(presence[i]) * float(score.mean()))
+            )
+        return coco_keypoint_metrics(self.coco, preds).ap
+
+
+def run_all(model_bytes: bytes, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from pose_core.compression.quantize_mixed import session
+
+    sess: Any = session(model_bytes)
+    name = sess.get_inputs()[0].name
+    outs = [sess.run(None, {name: crops[i : i + 1]}) for i in range(len(crops))]
+    return np.concatenate([o[0].reshape(1, -1) for o in outs]), np.array(
+        [float(o[1].ravel()[0]) for o in outs]
+    )
+
+
+def export_landmark_model(cache: Path) -> bytes:
+    import torch
+
+    from pose_core.assets import ensure_blazepose_assets
+    from pose_core.importers.tflite import import_blazepose_landmark
+
+    model = import_blazepose_landmark(ensure_blazepose_assets(cache).landmark_tflite).eval()
+    try:
+        from pose_core.export import export_onnx
+    except ImportError:
+        buf = io.BytesIO()
+        with torch.no_grad():
+            torch.onnx.export(
+                model,
+                torch.rand(1, 3, 256, 256),
+                buf,
+                input_names=["input"],
+                output_names=["landmarks", "presence"],
+                dynamo=False,
+                opset_version=17,
+            )
+        return buf.getvalue()
+    path = cache / "landmark_fp32.onnx"
+    export_onnx(model, path, (1, 3, 256, 256))
+    return path.read_bytes()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dev", type=Path, default=SHARED / "dev")
+    parser.add_argument("--unlabeled", type=Path, default=SHARED / "unlabeled")
+    parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "mediapipe")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--calib-copies", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=60)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("root").setLevel(logging.ERROR)
+
+    fp32_bytes = export_landmark_model(args.cache)
+    dev = DevSet(args.dev)
+    aug = AugmentConfig(copies=args.calib_copies)
+    train = CropSet.concat(
+        [
+            build_cropset([args.dev], augment=aug, seed=0),
+            build_cropset([args.unlabeled], augment=aug, seed=1),
+        ]
+    )
+    print(f"dev people {len(dev.crops)}, calibration pool {len(train)} crops")
+    base_ap = dev.ap(*run_all(fp32_bytes, dev.crops))
+    rows: list[tuple[str, float, dict[str, Any], bytes]] = []
+    fp32_model = OnnxModel(fp32_bytes)
+    for name in args.variants.split(","):
+        config = parse_config({"method": "quantize", **VARIANTS[name]})
+        start = time.monotonic()
+        result = compress(fp32_model, config, train)
+        assert isinstance(result.model, OnnxModel)
+        ap = dev.ap(*run_all(result.model.onnx_bytes, dev.crops))
+        report = dict(result.report, wall_s=round(time.monotonic() - start, 1))
+        rows.append((name, ap, report, result.model.onnx_bytes))
+        print(f"{name}: AP {ap:.4f} (loss {base_ap - ap:+.4f}) report {report}", flush=True)
+
+    from pose_core.compression.quantize_mixed import session
+
+    sessions: dict[str, Any] = {"fp32": session(fp32_bytes)}
+    sessions.update({name: session(blob) for name, _, _, blob in rows})
+    x = dev.crops[:1]
+    runners = {
+        k: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for k, s in sessions.items()
+    }
+    lat = measure_latency(runners, rounds=args.rounds, warmup=5)
+    print(f"\nfp32: AP {base_ap:.4f}, {lat['fp32'].p50:.2f} ms p50, {len(fp32_bytes)} bytes")
+    print("| variant | dev AP | AP loss | latency ratio | file ratio | fidelity px | fp32 nodes |")
+    print("|---|---|---|---|---|---|---|")
+    for name, ap, report, blob in rows:
+        print(
+            f"| {name} | {ap:.4f} | {base_ap - ap:.4f} "
+            f"| {median_ratio(lat[name], lat['fp32']):.2f} "
+            f"| {len(blob) / len(fp32_bytes):.3f} | {report.get('fidelity_px')} "
+            f"| {len(report.get('excluded_nodes', []))} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

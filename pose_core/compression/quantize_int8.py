@@ -1,0 +1,118 @@
+"""Static INT8 with an accuracy budget: calibrate, quantize, measure, fall back to fp32 per node."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+from pose_core.compression import quantize_graph as qg
+from pose_core.compression import quantize_mixed as qm
+from pose_core.compression.base import CompressionError
+from pose_core.compression.quantize_calibration import calibrate_ranges
+
+if TYPE_CHECKING:
+    from pose_core.compression.quantize import QuantizeConfig
+
+logger = logging.getLogger(__name__)
+
+
+def quantize_int8(
+    model: Any,
+    fp32: onnx.ModelProto,
+    calib: np.ndarray,
+    holdout: np.ndarray,
+    config: QuantizeConfig,
+    data: Any,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """INT8 QDQ graph of ``fp32`` within ``config``'s budget, and the report of how it was made.
+
+    ``model`` is the step's input (used only for quantization-aware fine-tuning, which needs a
+    torch module); ``fp32`` is its optimized ONNX graph.
+    """
+    progress = getattr(data, "progress", None)
+    report: dict[str, Any] = {
+        "calibrator": config.calibrator,
+        "percentile": config.percentile if config.calibrator == "percentile" else None,
+        "per_channel": config.per_channel,
+        "n_calib": len(calib),
+        "n_holdout": len(holdout),
+    }
+    reference = qm.run_first_output(fp32.SerializeToString(), holdout)
+
+    def evaluate(candidate: onnx.ModelProto) -> float:
+        out = qm.run_first_output(candidate.SerializeToString(), holdout)
+        return qm.landmark_error_px(reference, out)
+
+    source = fp32
+    if config.qat_steps > 0:
+        from pose_core.compression.quantize_qat import qat_finetune
+
+        source, qat_report = qat_finetune(model, calib, config, data)
+        report["qat"] = qat_report
+        report["qat_fp32_error_px"] = round(evaluate(source), 4)
+    _report_progress(progress, 0.5, "calibrating")
+    ranges = calibrate_ranges(
+        source,
+        calib,
+        method=config.calibrator,
+        percentile=config.percentile,
+        num_bins=config.num_bins,
+    )
+    qdq = qg.quantize_qdq(source, ranges, per_channel=config.per_channel)
+    error = evaluate(qdq)
+    report["int8_error_px"] = round(error, 4)
+    logger.info("full INT8: %.3f px mean landmark error", error)
+
+    budget = config.max_landmark_error_px
+    fp32_nodes: list[str] = []
+    if budget is not None and error > budget and config.max_fp32_nodes > 0:
+        _report_progress(progress, 0.7, "per-node sensitivity")
+        candidates = qg.weighted_nodes(source)
+        ranking = qm.rank_sensitivity(qdq, source, candidates, evaluate, error)
+        report["sensitivity_top"] = [
+            {"node": s.node, "error_px": round(s.error_px, 4), "gain_px": round(s.gain_px, 4)}
+            for s in ranking[: config.sensitivity_top_k]
+        ]
+        fp32_nodes, curve = qm.greedy_fp32_fallback(
+            qdq, source, ranking, evaluate, budget, config.max_fp32_nodes
+        )
+        report["tradeoff_curve"] = [
+            {"n_fp32": c.n_fp32, "error_px": round(c.error_px, 4)} for c in curve
+        ]
+        if fp32_nodes:
+            qdq = qm.keep_fp32(qdq, source, fp32_nodes)
+            error = evaluate(qdq)
+    _verify_fp32_nodes(qdq, fp32_nodes)
+    report["excluded_nodes"] = fp32_nodes
+    report["fidelity_px"] = round(error, 4)
+    report["within_budget"] = budget is None or error <= budget
+    if config.fail_over_budget and not report["within_budget"]:
+        raise CompressionError(
+            f"INT8 error {error:.2f} px exceeds the budget of {budget} px "
+            f"with {len(fp32_nodes)} nodes kept fp32"
+        )
+    _report_progress(progress, 1.0, "quantized")
+    return qdq, report
+
+
+def _verify_fp32_nodes(qdq: onnx.ModelProto, fp32_nodes: list[str]) -> None:
+    """Every node reported as fp32 reads a float weight; every other weighted node is INT8."""
+    floats = qg.float_weighted_nodes(qdq)
+    weighted = set(qg.weighted_nodes(qdq)) | {
+        n.name for n in qdq.graph.node if n.op_type in qg.WEIGHTED_OPS
+    }
+    wrong = [n for n in fp32_nodes if n in weighted and n not in floats]
+    unexpected = sorted(floats - set(fp32_nodes))
+    if wrong or unexpected:
+        raise CompressionError(
+            f"quantized graph does not match the plan: not fp32 {wrong}, "
+            f"unexpectedly fp32 {unexpected}"
+        )
+
+
+def _report_progress(progress: Any, fraction: float, message: str) -> None:
+    if callable(progress):
+        progress(fraction, message)
