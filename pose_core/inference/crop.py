@@ -70,20 +70,26 @@ def warp_crop(image: np.ndarray, rect: CropRect, out_w: int, out_h: int) -> np.n
     ys, xs = np.meshgrid(np.arange(out_h) + 0.5, np.arange(out_w) + 0.5, indexing="ij")
     grid = np.stack([xs, ys], axis=-1)
     src = apply_affine(matrix, grid) - 0.5  # continuous -> index space
-    return _bilinear_sample(np.asarray(image, dtype=np.float32), src[..., 0], src[..., 1])
+    return _bilinear_sample(np.asarray(image), src[..., 0], src[..., 1])
 
 
 def _bilinear_sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear sample of (H, W, C) ``image`` at index-space ``x``, ``y`` of shape (h, w)."""
+    """Bilinear sample of (H, W, C) ``image`` at index-space ``x``, ``y`` of shape (h, w).
+
+    Taps outside the image read zero. Only the sampled pixels are converted to float32.
+    """
     height, width = image.shape[:2]
+    flat = image.reshape(height * width, -1)
     x0 = np.floor(x).astype(np.int64)
     y0 = np.floor(y).astype(np.int64)
     fx = (x - x0).astype(np.float32)[..., None]
     fy = (y - y0).astype(np.float32)[..., None]
-    padded = np.pad(image, ((1, 1), (1, 1), (0, 0)))  # zero border
 
     def tap(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-        return padded[np.clip(yy + 1, 0, height + 1), np.clip(xx + 1, 0, width + 1)]
+        index = np.clip(yy, 0, height - 1) * width + np.clip(xx, 0, width - 1)
+        values = np.take(flat, index, axis=0).astype(np.float32)
+        inside = (xx >= 0) & (xx < width) & (yy >= 0) & (yy < height)
+        return values * inside[..., None]
 
     top = tap(y0, x0) * (1 - fx) + tap(y0, x0 + 1) * fx
     bottom = tap(y0 + 1, x0) * (1 - fx) + tap(y0 + 1, x0 + 1) * fx

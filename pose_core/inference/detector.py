@@ -23,6 +23,7 @@ SCORE_CLIPPING_THRESHOLD = 100.0
 DEFAULT_MIN_DETECTION_SCORE = 0.5  # MediaPipe Tasks' min_pose_detection_confidence
 DEFAULT_NMS_IOU = 0.3
 DEFAULT_TILE_FRACTION = 0.65  # tile side / short image side (our addition)
+DEFAULT_TILE_STEP = 0.5  # largest step between tiles / tile side
 SAME_PERSON = 0.35  # hip-centre distance / body radius under which detections merge
 
 
@@ -64,11 +65,14 @@ def letterbox_rect(width: int, height: int) -> CropRect:
 
 
 def detection_windows(
-    width: int, height: int, tile_fraction: float | None = DEFAULT_TILE_FRACTION
+    width: int,
+    height: int,
+    tile_fraction: float | None = DEFAULT_TILE_FRACTION,
+    tile_step: float = DEFAULT_TILE_STEP,
 ) -> list[CropRect]:
     """Square windows the detector runs on: the whole letterboxed image first (MediaPipe),
     then, unless ``tile_fraction`` is None, overlapping tiles of side ``tile_fraction *
-    min(width, height)`` covering the image with half-tile steps.
+    min(width, height)`` covering the image with steps of at most ``tile_step`` x the tile side.
 
     The full-image pass alone finds one or two people: BlazePose's detector was trained on
     images where a person is large. Tiles let it see the others at a closer scale.
@@ -79,7 +83,7 @@ def detection_windows(
     side = tile_fraction * min(width, height)
 
     def centres(extent: int) -> np.ndarray:
-        count = int(np.ceil(max(extent - side, 0.0) / (side / 2.0))) + 1
+        count = int(np.ceil(max(extent - side, 0.0) / (side * tile_step))) + 1
         return (
             np.linspace(side / 2.0, extent - side / 2.0, count)
             if count > 1
