@@ -1,0 +1,232 @@
+"""Helpers for the service tests (tests/app, tests/workers, tests/e2e): tiny real torch
+models exported to ONNX, dataset zips, a private Redis and a live ``posecompress serve``."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO_ROOT / "tests" / "data"
+
+
+def export_tiny_onnx(path: Path, *, width: int = 8, size: int = 64, seed: int = 0) -> Path:
+    """A small real conv net (3 -> ``width`` -> 17 heatmaps), exported by torch to ONNX
+    with a dynamic batch dimension. ``width``/``size`` make it slower when needed."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, width, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, 17, 1),
+    ).eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (torch.rand(1, 3, size, size),),
+            str(path),
+            input_names=["image"],
+            output_names=["heatmaps"],
+            dynamic_axes={"image": {0: "batch"}, "heatmaps": {0: "batch"}},
+            dynamo=False,
+        )
+    return path
+
+
+def jpeg_bytes(
+    color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (32, 24)
+) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def coco_annotations(files: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """Valid COCO keypoints annotations: one person per image."""
+    from pose_core.keypoints import COCO17_NAMES
+
+    images, annotations = [], []
+    for index, (name, (width, height)) in enumerate(sorted(files.items()), start=1):
+        images.append({"id": index, "file_name": name, "width": width, "height": height})
+        keypoints: list[float] = []
+        for k in range(17):
+            keypoints += [float(k % width), float(k % height), 2]
+        annotations.append(
+            {
+                "id": 100 + index,
+                "image_id": index,
+                "category_id": 1,
+                "keypoints": keypoints,
+                "num_keypoints": 17,
+                "bbox": [0, 0, width, height],
+                "area": width * height,
+                "iscrowd": 0,
+            }
+        )
+    return {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 1, "name": "person", "keypoints": list(COCO17_NAMES)}],
+    }
+
+
+def dataset_zip(members: dict[str, bytes] | None = None, *, with_annotations: bool = True) -> bytes:
+    """A zip in the dataset layout; defaults to two real photos from tests/data."""
+    from PIL import Image
+
+    if members is None:
+        members = {
+            f"images/{name}": (TEST_DATA / name).read_bytes()
+            for name in ("ultralytics_bus.jpg", "ultralytics_zidane.jpg")
+        }
+    members = dict(members)
+    if with_annotations and "annotations.json" not in members:
+        sizes = {}
+        for name, data in members.items():
+            if name.startswith("images/"):
+                with Image.open(io.BytesIO(data)) as image:
+                    sizes[name.removeprefix("images/")] = image.size
+        members["annotations.json"] = json.dumps(coco_annotations(sizes)).encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def short_tmp_dir(prefix: str = "pc-") -> Path:
+    """A short temp path (unix sockets under it stay well below the path limit)."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LiveServer:
+    """``posecompress serve`` as a subprocess on a free port with its own data dir."""
+
+    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"{data_dir.name}-serve.log"
+        self.extra_env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready_after_s: float | None = None
+
+    def start(self, timeout_s: float = 120) -> None:
+        import httpx
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POSECOMPRESS_")}
+        env.update(self.extra_env)
+        started = time.monotonic()
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "app.cli",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        while time.monotonic() - started < timeout_s:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"serve exited early:\n{self.log.read_text()[-4000:]}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    self.ready_after_s = time.monotonic() - started
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"serve not ready in {timeout_s} s:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self, timeout_s: float = 40) -> int | None:
+        if self.process is None:
+            return None
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def children(self) -> dict[str, int]:
+        """Command line -> pid of every process of this server (via /proc)."""
+        found: dict[str, int] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if f"POSECOMPRESS_DATA_DIR={self.data_dir}".encode() in environ:
+                found[f"{cmdline} [{entry.name}]"] = int(entry.name)
+        return found
+
+
+@contextmanager
+def live_server(data_dir: Path, **kwargs: Any) -> Iterator[LiveServer]:
+    server = LiveServer(data_dir, **kwargs)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+def assert_error_shape(body: dict[str, Any], code: str) -> None:
+    """Every error answer is ``{"error": {"code", "message", "detail"}}``."""
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message", "detail"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+
+
+def stored_files(data_dir: Path, sub: str) -> list[Path]:
+    """Files under ``data_dir/sub`` (to prove a rejected upload stored nothing)."""
+    root = data_dir / sub
+    if not root.exists():
+        return []
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+def remove(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
