@@ -28,12 +28,13 @@ class TinyPoseNet(nn.Module):
         self.pw = nn.Conv2d(16, 16, 1)
         self.down = nn.Conv2d(16, 32, 3, 2, 1)
         self.head = nn.Conv2d(32, 10, 8)
+        self.pool = nn.AdaptiveAvgPool2d(8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.stem(x))
         x = x + torch.clamp(self.pw(torch.clamp(self.dw(x), 0, 6)), 0, 6)
         x = torch.relu(self.down(x))
-        return self.head(x).flatten(1) * 16.0
+        return self.head(self.pool(x)).flatten(1) * 16.0
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +150,16 @@ def test_config_json_round_trip() -> None:
     assert QuantizeConfig.model_validate_json(config.model_dump_json()) == config
     with pytest.raises(ValueError):
         parse_config({"method": "quantize", "calibrator": "dynamic"})
+
+
+@pytest.mark.slow
+def test_torch_module_input_is_exported_and_not_mutated(crops: np.ndarray) -> None:
+    torch.manual_seed(1)
+    model = TinyPoseNet().eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    big = np.repeat(np.repeat(crops[:16], 8, axis=2), 8, axis=3)  # 256 x 256 inputs
+    config = QuantizeConfig(calibrator="percentile", percentile=99.9, max_landmark_error_px=None)
+    result = compress(model, config, big)
+    assert isinstance(result.model, OnnxModel)
+    assert result.report["calibrator"] == "percentile"
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
