@@ -3,9 +3,11 @@
 Everything here works on ``onnx.ModelProto`` objects and serialized bytes; nothing imports
 torch. INT8 graphs use ONNX Runtime's QDQ format with unsigned 8-bit activations and signed
 8-bit symmetric weights (per channel when asked), the combination ORT's x86 (VNNI) kernels run
-fastest. Removable activations (``Relu``/``Clip`` after a quantized node) are kept in the
-graph: with them removed, the clipping only survives while the downstream tensor keeps its own
-Q/DQ pair, which an excluded (fp32) consumer does not guarantee.
+fastest. Removable activations (``Relu``/``Clip`` after a quantized node) are folded into the
+producer's output quantization, as ORT does by default: the tensor then keeps the activation's
+name but is unclipped until its Q/DQ pair. An excluded consumer that read it raw would skip the
+ReLU6, which is why :func:`pose_core.compression.quantize_mixed.keep_fp32` leaves such inputs
+on their Q/DQ pair.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ def quantize_qdq(
                 weight_type=QuantType.QInt8,
                 per_channel=per_channel,
                 nodes_to_exclude=sorted(set(nodes_to_exclude)),
-                extra_options={"QDQKeepRemovableActivations": True, "WeightSymmetric": True},
+                extra_options={"WeightSymmetric": True},
             )
         except Exception as exc:
             raise QuantizeGraphError(f"quantize_static failed: {exc}") from exc

@@ -88,7 +88,8 @@ def keep_fp32(qdq: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Iterable[str])
     out.CopyFrom(qdq)
     graph = out.graph
     have = {t.name for t in graph.initializer}
-    produced = {o for n in graph.node for o in n.output}
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    fp32_producer = {o: n.op_type for n in fp32.graph.node for o in n.output}
     fp32_inits = {t.name: t for t in fp32.graph.initializer}
     for node in graph.node:
         if node.name not in wanted:
@@ -99,8 +100,11 @@ def keep_fp32(qdq: onnx.ModelProto, fp32: onnx.ModelProto, nodes: Iterable[str])
         for i, name in enumerate(original.input):
             if name in fp32_inits:
                 # ORT names a dequantized bias like the float one: give the float copy its own name
-                name = _add_float_initializer(graph, fp32_inits[name], have, produced)
-            node.input[i] = name
+                node.input[i] = _add_float_initializer(graph, fp32_inits[name], have, set(producer))
+            elif producer.get(name, "") == fp32_producer.get(name, ""):
+                node.input[i] = name
+            # else: ORT folded a Relu/Clip into its producer's output quantization; the raw
+            # tensor of that name is unclipped, so the node keeps reading the Q/DQ'd one.
     _prune_dead(graph)
     return out
 
