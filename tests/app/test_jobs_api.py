@@ -15,9 +15,7 @@ def _broker(client: TestClient) -> redis.Redis:
     return redis.Redis(unix_socket_path=url.removeprefix("redis+socket://"))
 
 
-def test_export_answers_202_with_location_and_queues_a_message(
-    client: TestClient, tiny_onnx: Path
-):
+def test_export_answers_202_with_location_and_queues_a_message(client: TestClient, tiny_onnx: Path):
     with tiny_onnx.open("rb") as handle:
         client.post("/models", data={"name": "tiny"}, files={"file": ("tiny.onnx", handle)})
     broker = _broker(client)
@@ -39,7 +37,7 @@ def test_export_answers_202_with_location_and_queues_a_message(
     again = client.delete(f"/jobs/{job['id']}")
     assert again.status_code == 409
     assert_error_shape(again.json(), "conflict")
-    assert "posecompress_jobs{status=\"cancelled\"} 1.0" in client.get("/metrics").text
+    assert 'posecompress_jobs{status="cancelled"} 1.0' in client.get("/metrics").text
 
 
 def test_export_of_unknown_version_is_404_and_bad_params_422(client: TestClient, tiny_onnx: Path):

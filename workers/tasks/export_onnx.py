@@ -43,7 +43,7 @@ def export_onnx_job(ctx: JobContext) -> JobResult:
     ctx.progress(0.1, "graph written; checking parity", force=True)
 
     def on_step(done: int, total: int) -> None:
-        ctx.progress(0.1 + 0.85 * done / total, f"parity check {done}/{total}")
+        ctx.progress(0.1 + 0.85 * done / total, f"parity check {done}/{total}", force=done == total)
 
     max_diff = parity_check(
         source,

@@ -1,0 +1,67 @@
+"""The export_onnx job body on a real store (no Celery: see tests/e2e for that)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from app.settings import Settings
+from model_store import Store
+from workers.runtime import JobCancelled, JobContext, JobError
+from workers.tasks.export_onnx import export_onnx_job
+
+
+def _context(store: Store, settings: Settings, tmp_path: Path, **params: object) -> JobContext:
+    job = store.jobs.create("export_onnx", {"model": "tiny", "version": 1, **params})
+    claimed = store.jobs.claim(job.id, max_attempts=3, stale_after_s=60).job
+    assert claimed is not None
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    return JobContext(store, claimed, settings, scratch)
+
+
+def _outputs(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {"image": x})[0])
+
+
+@pytest.mark.parametrize("level", ["disable", "basic", "extended"])
+def test_export_writes_a_verified_child_version(
+    store: Store, settings: Settings, stored_tiny: int, tmp_path: Path, level: str
+):
+    ctx = _context(store, settings, tmp_path, optimization=level, verify_samples=4)
+    result = export_onnx_job(ctx)
+    assert (result.model, result.version) == ("tiny", 2)
+    child = store.models.get_version("tiny", 2)
+    assert child.status == "ready" and child.parent == 1 and child.created_by_job == ctx.job.id
+    assert child.recipe == {"export": "onnx", "optimization": level, "verify_samples": 4}
+    assert child.report is not None and child.report["export"]["parity_max_abs_diff"] <= 1e-4
+    x = np.random.default_rng(7).random((2, 3, 64, 64), dtype=np.float32)
+    parent_out = _outputs(store.models.artifact_path("tiny", 1), x)
+    child_out = _outputs(store.models.artifact_path("tiny", 2), x)
+    np.testing.assert_allclose(child_out, parent_out, atol=1e-5)
+    assert store.jobs.get(ctx.job.id).progress > 0.9
+
+
+def test_cancelled_job_stops_before_storing(
+    store: Store, settings: Settings, stored_tiny: int, tmp_path: Path
+):
+    ctx = _context(store, settings, tmp_path, verify_samples=50)
+    store.jobs.cancel(ctx.job.id)
+    with pytest.raises(JobCancelled):
+        export_onnx_job(ctx)
+    assert [v.status for v in store.models.list_versions("tiny")] == ["ready"]
+    assert store.models.resolve("tiny", "latest").number == 1
+
+
+def test_parity_failure_is_a_job_error(
+    store: Store, settings: Settings, stored_tiny: int, tmp_path: Path
+):
+    # "extended" fuses Conv+ReLU; an absurd tolerance of 0 exposes any rounding change,
+    # and a tolerance test must fail loudly rather than store a drifting graph.
+    ctx = _context(store, settings, tmp_path, optimization="extended", tolerance=-1.0)
+    with pytest.raises(JobError, match="differs"):
+        export_onnx_job(ctx)
