@@ -82,25 +82,19 @@ def gt_box_accuracy(onnx_bytes: bytes, dataset_dir: Path) -> dict[str, Any]:
     from pose_core.inference.landmarks import BlazePoseLandmarkModel
     from pose_core.inference.pipeline import PosePipeline
 
-    session = ort_session(onnx_bytes)
-    name = session.get_inputs()[0].name
+    from pose_core.inference.runtime import OnnxRunner
 
-    def runner(batch: np.ndarray) -> list[np.ndarray]:
-        return list(session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)}))
-
-    pipeline = PosePipeline(BlazePoseLandmarkModel(runner), detector=None)
+    pipeline = PosePipeline(BlazePoseLandmarkModel(OnnxRunner(onnx_bytes, threads=2)), detector=None)
     report = evaluate_dataset(pipeline, dataset_dir, EvaluationMode.GT_BOXES)
     return {"ap": report.ap, "ap50": report.ap50, "pck": report.pck, "mean_error_px": report.mean_error_px,
             "n_people": report.n_people, "mode": report.mode.value}
 
 
 def ort_session(onnx_bytes: bytes, threads: int = 2) -> onnxruntime.InferenceSession:
-    import onnxruntime as ort
+    """An ONNX Runtime CPU session configured as the serving runner configures it."""
+    from pose_core.inference.runtime import OnnxRunner
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    return OnnxRunner(onnx_bytes, threads).session
 
 
 def run_session(session: onnxruntime.InferenceSession, images: np.ndarray, batch: int = 8) -> list[np.ndarray]:

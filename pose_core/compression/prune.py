@@ -76,7 +76,11 @@ def _pad_in_channels(pad: ChannelPad) -> int:
 
 
 class ChannelPadPruner(tp.pruner.BasePruningFunc):
-    """Prunes the OUTPUT channel numbers of a ChannelPad (in and out are coupled)."""
+    """Prunes a ChannelPad by OUTPUT channel number (input and output channels are coupled).
+
+    Output channels in ``[before, before + C)`` copy input channel ``k - before``; the others are
+    zeros, and removing them shrinks ``before`` / ``after``.
+    """
 
     def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
         assert isinstance(layer, ChannelPad)
@@ -93,9 +97,9 @@ class ChannelPadPruner(tp.pruner.BasePruningFunc):
         assert isinstance(layer, ChannelPad)
         return layer.before + _pad_in_channels(layer) + layer.after
 
-    def get_in_channels(self, layer: nn.Module) -> int:
-        assert isinstance(layer, ChannelPad)
-        return _pad_in_channels(layer)
+    #: indices reaching this pruner are always output numbers (see _IndexShift), so both counts
+    #: are the output count (torch-pruning checks in- and out-counts of a coupled layer alike)
+    get_in_channels = get_out_channels
 
 
 def _record_pad_channels(model: nn.Module, example: torch.Tensor) -> list[ChannelPad]:
@@ -153,6 +157,9 @@ def _taylor_gradients(model: nn.Module, crops: CropSet, cfg: PruneConfig) -> Non
         else:
             loss = (xy**2).mean()
         loss.backward()
+    for p in model.parameters():  # layers that do not reach the loss (e.g. the presence head)
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
 
 
 def prune_channels(model: nn.Module, cfg: PruneConfig, crops: CropSet) -> dict[str, Any]:

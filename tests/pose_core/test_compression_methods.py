@@ -1,0 +1,228 @@
+"""Focused behaviour of the torch compression methods on the tiny BlazePose-shaped GraphModel."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from compression_tiny import random_crops, tiny_pose_model
+from pose_core.compression.data import (
+    AugmentConfig,
+    CompressionData,
+    build_cropset,
+    coco_keypoints_to_blazepose33,
+)
+from pose_core.compression.distill import RecoveryConfig, distill_loss, pose_outputs, train_distill
+from pose_core.compression.lowrank import LowRankConfig, decompose
+from pose_core.compression.measure import count_macs_params, example_input
+from pose_core.compression.pipeline import run_recipe
+from pose_core.compression.prune import PruneConfig, prune_channels
+from pose_core.keypoints import BLAZEPOSE33_FLIP_PAIRS
+from pose_core.models.graph import load_graph_model, save_graph_model
+from pose_core.models.layers import ChannelPad
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    with torch.no_grad():
+        return tuple(model(x))
+
+
+def test_pruning_removes_channels_and_the_recipe_round_trips(tmp_path: Path) -> None:
+    model = tiny_pose_model()
+    crops = random_crops(4)
+    report = prune_channels(model, PruneConfig(ratio=0.5), crops)
+
+    assert report["params_after"] < report["params_before"]
+    assert report["macs_after"] < report["macs_before"]
+    assert model.get_submodule("b1_pw").out_channels < 16
+    assert model.get_submodule("head").out_channels == 195  # heads are kept
+    pad = model.get_submodule("b1_pad")
+    assert isinstance(pad, ChannelPad) and pad.before + pad.after < 8
+    x = crops.tensor([0, 1])
+    outputs = _outputs(model, x)
+    assert [o.shape for o in outputs] == [(2, 195), (2, 1)]
+
+    save_graph_model(model, tmp_path / "pruned")
+    reloaded = load_graph_model(tmp_path / "pruned")
+    for a, b in zip(outputs, _outputs(reloaded, x), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_pruning_to_a_macs_target() -> None:
+    model = tiny_pose_model()
+    crops = random_crops(4)
+    report = prune_channels(model, PruneConfig(ratio=None, target_macs_ratio=0.8), crops)
+    assert report["macs_after"] <= 0.8 * report["macs_before"]
+
+
+def test_lowrank_reduces_params_and_is_exact_on_low_rank_weights() -> None:
+    model = tiny_pose_model()
+    with torch.no_grad():  # give two layers an exact low rank
+        conv = model.get_submodule("b2_conv")
+        conv.weight.copy_(torch.einsum("or,rikl->oikl", torch.randn(16, 2), torch.randn(2, 16, 3, 3)))
+        pw = model.get_submodule("b2_pw")
+        pw.weight.copy_((torch.randn(16, 3) @ torch.randn(3, 16))[:, :, None, None])
+    x = random_crops(2).tensor([0, 1])
+    reference = _outputs(model, x)
+    _, params0 = count_macs_params(model, x[:1])
+
+    plan = decompose(model, LowRankConfig(energy=0.99999, params_ratio=None), params0)
+
+    assert {"b2_conv", "b2_pw"} <= set(plan["layers"])
+    assert isinstance(model.get_submodule("b2_conv"), nn.Sequential)
+    assert count_macs_params(model, x[:1])[1] < params0
+    for a, b in zip(reference, _outputs(model, x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-2)
+
+
+def test_lowrank_meets_a_global_parameter_budget() -> None:
+    model = tiny_pose_model()
+    x = random_crops(1).tensor([0])
+    _, params0 = count_macs_params(model, x)
+    decompose(model, LowRankConfig(params_ratio=0.6), params0)
+    assert count_macs_params(model, x)[1] <= 0.6 * params0
+
+
+def test_distillation_reduces_the_loss_against_the_teacher() -> None:
+    teacher = tiny_pose_model(seed=0)
+    student = tiny_pose_model(seed=1)
+    crops = random_crops(8)
+    cfg = RecoveryConfig(steps=40, batch_size=4, lr=3e-3)
+    x = crops.tensor(range(8))
+
+    def loss() -> float:
+        with torch.no_grad():
+            return float(distill_loss(pose_outputs(student(x)), pose_outputs(teacher(x)), cfg))
+
+    def landmark_error_px() -> float:
+        with torch.no_grad():
+            return float((student(x)[0] - teacher(x)[0]).abs().mean())
+
+    loss_before, error_before = loss(), landmark_error_px()
+    stats = train_distill(student, teacher, crops, cfg)
+    assert stats.steps_done == 40 and stats.stopped_by == "steps"
+    assert loss() < loss_before
+    assert landmark_error_px() < 0.5 * error_before
+
+
+def test_a_stopped_distillation_resumes_where_it_stopped(tmp_path: Path) -> None:
+    teacher = tiny_pose_model(seed=0)
+    start = tiny_pose_model(seed=1)
+    crops = random_crops(8)
+    cfg = RecoveryConfig(steps=6, batch_size=4, lr=1e-3, checkpoint_every=2)
+
+    uninterrupted = copy.deepcopy(start)
+    train_distill(uninterrupted, teacher, crops, cfg)
+
+    first = copy.deepcopy(start)
+    calls = {"n": 0}
+
+    def stop_after_four_steps() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 4
+
+    stats = train_distill(first, teacher, crops, cfg, should_stop=stop_after_four_steps, checkpoint_dir=tmp_path)
+    assert stats.stopped_by == "cancelled" and stats.steps_done == 4
+    assert (tmp_path / "distill.pt").exists()
+
+    resumed = copy.deepcopy(start)  # a fresh process would start again from the parent
+    stats = train_distill(resumed, teacher, crops, cfg, checkpoint_dir=tmp_path)
+    assert stats.resumed_from_step == 4 and stats.steps_done == 6
+    assert not (tmp_path / "distill.pt").exists()
+    for key, value in uninterrupted.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_recipe_chain_keeps_lineage_and_never_mutates_its_input(tmp_path: Path) -> None:
+    model = tiny_pose_model()
+    before = json.dumps(model.recipe())
+    steps = [
+        {"method": "prune", "ratio": 0.3, "recovery": {"steps": 1, "batch_size": 2}},
+        {"method": "distill", "steps": 1, "batch_size": 2},
+    ]
+    seen: list[float] = []
+    data = CompressionData(train=random_crops(4), work_dir=tmp_path, progress=lambda f, m: seen.append(f))
+
+    results = run_recipe(model, steps, data, keep_intermediate=True)
+
+    assert [r.report["lineage"]["step"] for r in results] == [0, 1]
+    assert results[1].report["lineage"]["recipe"][0]["method"] == "prune"
+    assert json.dumps(model.recipe()) == before
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    only_last = run_recipe(model, steps, data, keep_intermediate=False)
+    assert len(only_last) == 1 and len(only_last[0].report["steps"]) == 2
+
+
+def _tiny_dataset(root: Path) -> Path:
+    """One labelled person on the bus photo: a box and two keypoints (nose at the box centre)."""
+    (root / "images").mkdir(parents=True)
+    shutil.copy(DATA / "ultralytics_bus.jpg", root / "images" / "bus.jpg")
+    keypoints = [0.0] * 51
+    keypoints[0:3] = [150.0, 500.0, 2]  # nose (COCO 0) at the box centre
+    keypoints[15:18] = [130.0, 520.0, 2]  # left shoulder (COCO 5)
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 2,
+           "bbox": [100.0, 400.0, 100.0, 200.0], "keypoints": keypoints, "area": 20000.0}
+    coco = {"images": [{"id": 1, "file_name": "bus.jpg", "width": 810, "height": 1080}],
+            "annotations": [ann], "categories": [{"id": 1, "name": "person"}]}
+    (root / "annotations.json").write_text(json.dumps(coco))
+    return root
+
+
+def test_cropset_maps_labels_into_crops_flips_with_swap_and_is_deterministic(tmp_path: Path) -> None:
+    dataset = _tiny_dataset(tmp_path / "ds")
+    plain = build_cropset([dataset])
+    assert plain.images.shape == (1, 3, 256, 256) and plain.images.dtype == np.float32
+    assert 0.0 <= plain.images.min() and plain.images.max() <= 1.0
+    assert plain.targets is not None
+    np.testing.assert_allclose(plain.targets[0, 0, :2], [128.0, 128.0], atol=1e-3)  # nose, centre
+    left_shoulder = 11
+    # side 300 px -> 256 px: 20 px left and down of the centre
+    np.testing.assert_allclose(plain.targets[0, left_shoulder, :2], [128 - 20 * 256 / 300, 128 + 20 * 256 / 300], atol=1e-3)
+
+    mirror = AugmentConfig(copies=1, keep_plain=False, scale_range=(1.0, 1.0), shift=0.0, rotation_deg=0.0,
+                           flip_prob=1.0, brightness=0.0, contrast=0.0, saturation=0.0)
+    flipped = build_cropset([dataset], augment=mirror)
+    assert flipped.targets is not None
+    np.testing.assert_allclose(flipped.images[0], plain.images[0][:, :, ::-1], atol=1e-6)
+    right_shoulder = dict(BLAZEPOSE33_FLIP_PAIRS)[left_shoulder]
+    np.testing.assert_allclose(flipped.targets[0, right_shoulder, 0], 256 - plain.targets[0, left_shoulder, 0], atol=1e-3)
+    assert flipped.targets[0, left_shoulder, 2] == 0
+
+    jitter = AugmentConfig(copies=3)
+    a, b = build_cropset([dataset], augment=jitter, seed=7), build_cropset([dataset], augment=jitter, seed=7)
+    assert len(a) == 4
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.images[1], a.images[2])
+
+
+def test_unlabelled_images_without_a_detector_give_whole_image_crops(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    shutil.copy(DATA / "ultralytics_zidane.jpg", tmp_path / "images" / "z.jpg")
+    crops = build_cropset([tmp_path])
+    assert len(crops) == 1 and crops.targets is None and not crops.has_labels
+
+
+def test_coco_to_blazepose_mapping_places_each_keypoint() -> None:
+    flat = np.arange(51, dtype=np.float32)
+    mapped = coco_keypoints_to_blazepose33(flat.tolist())
+    assert mapped.shape == (33, 3)
+    np.testing.assert_array_equal(mapped[0], flat[0:3])  # nose
+    np.testing.assert_array_equal(mapped[28], flat[48:51])  # right ankle
+
+
+@pytest.mark.parametrize("importance", ["magnitude", "taylor"])
+def test_both_importances_prune(importance: str) -> None:
+    model = tiny_pose_model()
+    crops = random_crops(4, labelled=importance == "taylor")
+    report = prune_channels(model, PruneConfig(ratio=0.3, importance=importance, taylor_batches=1), crops)  # type: ignore[arg-type]
+    assert report["params_after"] < report["params_before"]
+    assert example_input(crops).shape == (1, 3, 256, 256)
