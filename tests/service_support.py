@@ -186,20 +186,38 @@ class LiveServer:
             self.process.kill()
             return self.process.wait()
 
-    def children(self) -> dict[str, int]:
-        """Command line -> pid of every process of this server (via /proc)."""
-        found: dict[str, int] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes()
-                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if f"POSECOMPRESS_DATA_DIR={self.data_dir}".encode() in environ:
-                found[f"{cmdline} [{entry.name}]"] = int(entry.name)
+    def descendants(self) -> dict[int, tuple[str, int]]:
+        """pid -> (command line, session id) of every process started by this server."""
+        table = _process_table()
+        found: dict[int, tuple[str, int]] = {}
+        frontier = [self.process.pid] if self.process is not None else []
+        while frontier:
+            parent = frontier.pop()
+            for pid, (ppid, sid, cmdline) in table.items():
+                if ppid == parent and pid not in found:
+                    found[pid] = (cmdline, sid)
+                    frontier.append(pid)
         return found
+
+
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (parent pid, session id, command line), from /proc."""
+    table: dict[int, tuple[int, int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except (OSError, IndexError):
+            continue
+        table[int(entry.name)] = (int(stat[1]), int(stat[3]), cmdline)
+    return table
+
+
+def processes_in_sessions(sessions: set[int]) -> list[str]:
+    """Command lines of live processes in any of ``sessions``."""
+    return [cmd for _, sid, cmd in _process_table().values() if sid in sessions]
 
 
 @contextmanager
