@@ -37,7 +37,9 @@ def recipes(recovery: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     quantize = {"method": "quantize", "mode": "int8_static"}
     return {
         "prune30": [{"method": "prune", "ratio": 0.3, "recovery": recovery}],
-        "prune_macs68": [{"method": "prune", "ratio": None, "target_macs_ratio": 0.68, "recovery": recovery}],
+        "prune_macs68": [
+            {"method": "prune", "ratio": None, "target_macs_ratio": 0.68, "recovery": recovery}
+        ],
         "lowrank": [{"method": "lowrank", "params_ratio": 0.68, "recovery": recovery}],
         "chain": [
             {"method": "prune", "ratio": 0.3, "recovery": recovery},
@@ -53,7 +55,9 @@ def detector_fn(detector_tflite: Path) -> Callable[[np.ndarray], list[CropRect]]
     from pose_core.inference.runtime import OnnxRunner
 
     example = torch.zeros(1, 3, 224, 224)
-    runner = OnnxRunner(onnx_bytes_of(import_blazepose_detector(detector_tflite), example), threads=2)
+    runner = OnnxRunner(
+        onnx_bytes_of(import_blazepose_detector(detector_tflite), example), threads=2
+    )
     pipeline = PosePipeline(landmark=None, detector=runner)  # type: ignore[arg-type]
     return lambda image: pipeline.detect_rois(image, max_people=4)
 
@@ -70,8 +74,10 @@ def table_row(name: str, rep: dict[str, Any], base: dict[str, Any], wall: float)
     base_ap = rep["parent_accuracy"]["ap"] if rep["parent_accuracy"] else float("nan")
     return (
         f"| {name} | {rep['params'] / base['params']:.2f}x | {rep['macs'] / base['macs']:.2f}x "
-        f"| {rep['latency_ratio']:.2f}x ({rep['latency_ms']['p50']:.2f} / {rep['parent_latency_ms']['p50']:.2f} ms) "
-        f"| {rep['artifact_bytes'] / rep['parent_artifact_bytes']:.2f}x | {ap:.3f} | {base_ap - ap:+.3f} "
+        f"| {rep['latency_ratio']:.2f}x ({rep['latency_ms']['p50']:.2f} / "
+        f"{rep['parent_latency_ms']['p50']:.2f} ms) "
+        f"| {rep['artifact_bytes'] / rep['parent_artifact_bytes']:.2f}x | {ap:.3f} "
+        f"| {base_ap - ap:+.3f} "
         f"| {rep['fidelity']['mean_landmark_px']:.1f} | {wall:.0f} s |"
     )
 
@@ -83,12 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(".cache"))
     parser.add_argument("--work-dir", type=Path, default=Path(".cache/bench_compression"))
     parser.add_argument("--recipes", default="prune30,lowrank,chain")
-    parser.add_argument("--recovery-s", type=float, default=300.0, help="time budget of each recovery")
+    parser.add_argument(
+        "--recovery-s", type=float, default=300.0, help="time budget of each recovery"
+    )
     parser.add_argument("--recovery-steps", type=int, default=100000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--copies", type=int, default=2, help="augmented copies per source crop")
-    parser.add_argument("--no-detector", action="store_true", help="whole-image crops for unlabeled")
+    parser.add_argument(
+        "--no-detector", action="store_true", help="whole-image crops for unlabeled"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="write the reports here")
@@ -101,30 +111,56 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     train = train_crops(args, assets.detector_tflite)
     eval_crops = build_cropset([args.dev], seed=args.seed)
-    logger.info("%d train crops, %d eval crops (%.0f s)", len(train), len(eval_crops), time.monotonic() - t0)
+    logger.info(
+        "%d train crops, %d eval crops (%.0f s)", len(train), len(eval_crops), time.monotonic() - t0
+    )
     base_stats = measure_candidate(parent, parent, eval_crops, latency_rounds=5)
     base = {"params": base_stats["params"], "macs": base_stats["macs"]}
-    recovery = {"steps": args.recovery_steps, "time_budget_s": args.recovery_s,
-                "batch_size": args.batch_size, "lr": args.lr, "checkpoint_every": 50}
+    recovery = {
+        "steps": args.recovery_steps,
+        "time_budget_s": args.recovery_s,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "checkpoint_every": 50,
+    }
     all_recipes = recipes(recovery)
     rows, reports = [], {}
     for name in args.recipes.split(","):
         start = time.monotonic()
-        data = CompressionData(train=train, work_dir=args.work_dir / name, eval_dataset_dir=args.dev,
-                               progress=lambda f, m: logger.debug("%.2f %s", f, m), seed=args.seed)
-        results: list[CompressionResult] = run_recipe(parent, all_recipes[name], data, keep_intermediate=True)
+        data = CompressionData(
+            train=train,
+            work_dir=args.work_dir / name,
+            eval_dataset_dir=args.dev,
+            progress=lambda f, m: logger.debug("%.2f %s", f, m),
+            seed=args.seed,
+        )
+        results: list[CompressionResult] = run_recipe(
+            parent, all_recipes[name], data, keep_intermediate=True
+        )
         wall = time.monotonic() - start
         final = results[-1].model
-        source = next((r.model for r in reversed(results) if not isinstance(r.model, OnnxModel)), parent)
-        rep = measure_candidate(final, parent, eval_crops, eval_dataset_dir=args.dev,
-                                source_torch=source if isinstance(final, OnnxModel) else None,
-                                wall_time_s=wall)
+        source = next(
+            (r.model for r in reversed(results) if not isinstance(r.model, OnnxModel)), parent
+        )
+        rep = measure_candidate(
+            final,
+            parent,
+            eval_crops,
+            eval_dataset_dir=args.dev,
+            source_torch=source if isinstance(final, OnnxModel) else None,
+            wall_time_s=wall,
+        )
         reports[name] = {"measure": rep, "steps": [r.report for r in results]}
         rows.append(table_row(name, rep, base, wall))
         print(rows[-1], flush=True)
-    print(f"\nrecovery budget {args.recovery_s:.0f} s per distillation, batch {args.batch_size}, "
-          f"lr {args.lr}, {len(train)} train crops, threads {args.threads}")
-    print("| recipe | params | MACs | latency p50 (cand / fp32 ORT) | file | dev AP | AP loss | px vs parent | wall |")
+    print(
+        f"\nrecovery budget {args.recovery_s:.0f} s per distillation, batch {args.batch_size}, "
+        f"lr {args.lr}, {len(train)} train crops, threads {args.threads}"
+    )
+    print(
+        "| recipe | params | MACs | latency p50 (cand / fp32 ORT) | file | dev AP | AP loss "
+        "| px vs parent | wall |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row)

@@ -1,16 +1,18 @@
-"""Training / calibration data for compression steps: crops of people and the data handed to handlers.
+"""Training / calibration data of compression steps: person crops and what handlers receive.
 
 Two public types matter to every compression method (INT8 calibration included):
 
 * :class:`CropSet` -- ``images`` (N, 3, 256, 256) float32 in [0, 1] (the landmark model's input)
   and optional ``targets`` (N, 33, 3): BlazePose-33 ``(x, y, v)`` in crop pixels, ``v > 0`` where a
   ground-truth label exists (COCO-17 labels mapped through ``BLAZEPOSE33_TO_COCO17``).
-  Build it with :func:`build_cropset` from COCO-style dataset dirs (``annotations.json`` + ``images/``):
+  Build it with :func:`build_cropset` from COCO-style dataset dirs (``annotations.json`` +
+  ``images/``):
   ground-truth-box crops where labelled, detector crops (or a whole-image square when no detector
   is given) otherwise, with deterministic augmentation (scale, shift, rotation, horizontal flip with
   left/right swap of the targets, colour jitter).
 * :class:`CompressionData` -- what ``compress(model, config, data)`` receives: the train crops,
-  an optional evaluation dataset dir, a work dir (checkpoints live under it, so a killed job resumes),
+  an optional evaluation dataset dir, a work dir (checkpoints live under it, so a killed job
+  resumes),
   a progress callback ``progress(fraction in [0, 1], message)`` and a cancellation probe
   ``should_stop() -> bool``. ``teacher`` is the model to distil from (``None`` = the step's input).
 
@@ -32,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pose_core.inference.crop import CropRect, apply_affine, crop_to_image_matrix, invert_affine, warp_crop
+from pose_core.inference.crop import (
+    CropRect,
+    apply_affine,
+    crop_to_image_matrix,
+    invert_affine,
+    warp_crop,
+)
 from pose_core.keypoints import BLAZEPOSE33_FLIP_PAIRS, BLAZEPOSE33_TO_COCO17
 
 if TYPE_CHECKING:
@@ -82,7 +90,7 @@ class CropSource:
 
 @dataclass(frozen=True)
 class CropSet:
-    """Model-input crops: ``images`` (N, 3, 256, 256) float32 in [0, 1], ``targets`` (N, 33, 3) or None."""
+    """Model-input crops: ``images`` (N, 3, 256, 256) float32 in [0, 1]; ``targets`` (N, 33, 3)."""
 
     images: np.ndarray
     targets: np.ndarray | None = None
@@ -90,7 +98,11 @@ class CropSet:
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[1] != 3:
             raise ValueError(f"images must be (N, 3, H, W), got {self.images.shape}")
-        if self.targets is not None and self.targets.shape != (len(self.images), NUM_BODY_LANDMARKS, 3):
+        if self.targets is not None and self.targets.shape != (
+            len(self.images),
+            NUM_BODY_LANDMARKS,
+            3,
+        ):
             raise ValueError(f"targets must be (N, 33, 3), got {self.targets.shape}")
 
     def __len__(self) -> int:
@@ -123,7 +135,9 @@ class CropSet:
             return CropSet(images)
         targets = np.concatenate(
             [
-                p.targets if p.targets is not None else np.zeros((len(p), NUM_BODY_LANDMARKS, 3), np.float32)
+                p.targets
+                if p.targets is not None
+                else np.zeros((len(p), NUM_BODY_LANDMARKS, 3), np.float32)
                 for p in parts
             ]
         )
@@ -292,7 +306,11 @@ def build_cropset(
     plus ``augment.copies`` augmented ones. Targets are present when any source is labelled.
     """
     rng = np.random.default_rng(seed)
-    sources = [s for d in dataset_dirs for s in load_crop_sources(Path(d), box_scale=box_scale, detect=detect)]
+    sources = [
+        s
+        for d in dataset_dirs
+        for s in load_crop_sources(Path(d), box_scale=box_scale, detect=detect)
+    ]
     if max_sources is not None:
         sources = sources[:max_sources]
     if not sources:
@@ -311,7 +329,13 @@ def build_cropset(
             variants.append((source.rect, False, False))
         for _ in range(augment.copies if augment is not None else 0):
             assert augment is not None
-            variants.append((_augment_rect(source.rect, augment, rng), bool(rng.random() < augment.flip_prob), True))
+            variants.append(
+                (
+                    _augment_rect(source.rect, augment, rng),
+                    bool(rng.random() < augment.flip_prob),
+                    True,
+                )
+            )
         for rect, flip, jitter in variants:
             crop, tgt = _render(image, source, rect, flip, size)
             if jitter and augment is not None:

@@ -51,7 +51,7 @@ CHECKPOINT_NAME = "distill.pt"
 
 
 class RecoveryConfig(BaseModel):
-    """Training settings of a distillation run (standalone, or recovery after prune / lowrank / QAT)."""
+    """Training settings of a distillation run (standalone or recovery after prune/lowrank/QAT)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -73,7 +73,7 @@ class RecoveryConfig(BaseModel):
 
 
 class DistillConfig(MethodConfig, RecoveryConfig):
-    """Distillation from the teacher (``data.teacher``, the parent by default) into the given model."""
+    """Distillation from the teacher (``data.teacher``, default the parent) into the model."""
 
     method: Literal["distill"] = "distill"
 
@@ -99,7 +99,7 @@ class PoseOutputs:
 
 
 def pose_outputs(raw: Any) -> PoseOutputs:
-    """Interpret a landmark model's output: a tensor or a tuple/list ``(landmarks, presence, ...)``."""
+    """Interpret a landmark model's output: a tensor or ``(landmarks, presence, ...)``."""
     items = list(raw) if isinstance(raw, list | tuple) else [raw]
     if not items or items[0].shape[-1] != NUM_LANDMARKS * 5:
         raise CompressionError("the model's first output must be landmarks of shape (N, 195)")
@@ -123,7 +123,9 @@ def distill_loss(
     xy = F.smooth_l1_loss(s[:, body, :2], t[:, body, :2], beta=beta, reduction="none").sum(-1)
     loss = cfg.landmark_weight * (xy * vis).sum() / vis.sum()
     if cfg.aux_weight:
-        loss = loss + cfg.aux_weight * F.smooth_l1_loss(s[:, NUM_BODY_LANDMARKS:, :2], t[:, NUM_BODY_LANDMARKS:, :2], beta=beta)
+        loss = loss + cfg.aux_weight * F.smooth_l1_loss(
+            s[:, NUM_BODY_LANDMARKS:, :2], t[:, NUM_BODY_LANDMARKS:, :2], beta=beta
+        )
     if cfg.z_weight:
         loss = loss + cfg.z_weight * F.smooth_l1_loss(s[:, body, 2], t[:, body, 2], beta=beta)
     if cfg.logit_weight:
@@ -139,13 +141,19 @@ def distill_loss(
     if cfg.gt_weight and targets is not None:
         labelled = (targets[..., 2] > 0).float()
         if labelled.sum() > 0:
-            gt = F.smooth_l1_loss(s[:, body, :2], targets[..., :2], beta=beta, reduction="none").sum(-1)
+            gt = F.smooth_l1_loss(
+                s[:, body, :2], targets[..., :2], beta=beta, reduction="none"
+            ).sum(-1)
             loss = loss + cfg.gt_weight * (gt * labelled).sum() / labelled.sum()
     return loss
 
 
 def _arch_signature(model: torch.nn.Module) -> list[tuple[str, list[int]]]:
-    return [(name, list(p.shape)) for name, p in model.state_dict().items() if isinstance(p, torch.Tensor)]
+    return [
+        (name, list(p.shape))
+        for name, p in model.state_dict().items()
+        if isinstance(p, torch.Tensor)
+    ]
 
 
 def _save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -204,7 +212,9 @@ def train_distill(
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt_path = checkpoint_dir / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    fingerprint = json.dumps({"arch": _arch_signature(student), "cfg": cfg.model_dump(), "n": len(crops)})
+    fingerprint = json.dumps(
+        {"arch": _arch_signature(student), "cfg": cfg.model_dump(), "n": len(crops)}
+    )
     step, elapsed_before = 0, 0.0
     if ckpt_path is not None and ckpt_path.exists():
         saved = torch.load(ckpt_path, weights_only=True)
@@ -236,7 +246,9 @@ def train_distill(
             group["lr"] = _lr_at(cfg, step, elapsed)
         teacher_out = cache.get(idx)
         student_out = pose_outputs(student(crops.tensor(idx)))
-        loss = distill_loss(student_out, teacher_out, cfg, None if targets is None else targets[idx])
+        loss = distill_loss(
+            student_out, teacher_out, cfg, None if targets is None else targets[idx]
+        )
         if not torch.isfinite(loss):
             raise CompressionError(f"distillation diverged at step {step} (loss {loss.item()})")
         optimizer.zero_grad(set_to_none=True)
@@ -248,7 +260,10 @@ def train_distill(
             first_loss = last_loss
         if progress is not None:
             budget_frac = elapsed / cfg.time_budget_s if cfg.time_budget_s else 0.0
-            progress(min(max(step / max(cfg.steps, 1), budget_frac), 1.0), f"distill step {step} loss {last_loss:.3f}")
+            progress(
+                min(max(step / max(cfg.steps, 1), budget_frac), 1.0),
+                f"distill step {step} loss {last_loss:.3f}",
+            )
         if ckpt_path is not None and step % cfg.checkpoint_every == 0:
             _save_checkpoint(
                 ckpt_path,
@@ -263,7 +278,14 @@ def train_distill(
     student.eval()
     if ckpt_path is not None and stopped_by != "cancelled" and ckpt_path.exists():
         ckpt_path.unlink()
-    stats = DistillStats(step, resumed_from, first_loss, last_loss, elapsed_before + time.monotonic() - start, stopped_by)
+    stats = DistillStats(
+        step,
+        resumed_from,
+        first_loss,
+        last_loss,
+        elapsed_before + time.monotonic() - start,
+        stopped_by,
+    )
     logger.info("distillation done: %s", stats)
     return stats
 
@@ -271,7 +293,7 @@ def train_distill(
 def recover(
     student: torch.nn.Module, teacher: torch.nn.Module, cfg: RecoveryConfig, data: CompressionData
 ) -> dict[str, Any]:
-    """Recovery training used by prune / lowrank: distil ``teacher`` into ``student`` with ``data``."""
+    """Recovery training of prune / lowrank: distil ``teacher`` into ``student`` on ``data``."""
     stats = train_distill(
         student,
         teacher,
@@ -304,4 +326,6 @@ def distill(model: Any, config: DistillConfig, data: CompressionData) -> Compres
     for p in student.parameters():
         p.requires_grad_(True)
     stats = recover(student, teacher, config, data)
-    return CompressionResult(student, {"method": "distill", "config": config.model_dump(), "distill": stats})
+    return CompressionResult(
+        student, {"method": "distill", "config": config.model_dump(), "distill": stats}
+    )

@@ -1,4 +1,4 @@
-"""Low-rank decomposition (SVD of 1x1 convs / linears, Tucker-2 of k x k convs) + distillation recovery.
+"""Low-rank decomposition (SVD of 1x1 convs / linears, Tucker-2 of k x k convs), then recovery.
 
 Each decomposed layer is replaced IN ITS PARENT by an ``nn.Sequential`` of plain layers, so a
 ``GraphModel`` recipe describes the result. Depthwise and grouped convs are never factorized, and
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 class LowRankConfig(MethodConfig):
-    """Factorize layers keeping ``energy`` of each spectrum, or fit the model into ``params_ratio``."""
+    """Factorize layers keeping ``energy`` of each spectrum, or to fit ``params_ratio``."""
 
     method: Literal["lowrank"] = "lowrank"
     energy: float | None = Field(default=None, gt=0, le=1)
@@ -81,8 +81,12 @@ def _candidates(model: nn.Module, cfg: LowRankConfig) -> list[_Candidate]:
         w = module.weight.detach() if isinstance(module, nn.Conv2d | nn.Linear) else None
         if w is None:
             continue
-        if isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and module.groups == 1 and w.shape[2:].numel() == 1):
-            found.append(_Candidate(name, module, [torch.linalg.svdvals(w.reshape(w.shape[0], -1))]))
+        if isinstance(module, nn.Linear) or (
+            isinstance(module, nn.Conv2d) and module.groups == 1 and w.shape[2:].numel() == 1
+        ):
+            found.append(
+                _Candidate(name, module, [torch.linalg.svdvals(w.reshape(w.shape[0], -1))])
+            )
         elif isinstance(module, nn.Conv2d) and module.groups == 1 and cfg.tucker_kxk:
             s_out = torch.linalg.svdvals(w.reshape(w.shape[0], -1))
             s_in = torch.linalg.svdvals(w.transpose(0, 1).reshape(w.shape[1], -1))
@@ -116,47 +120,71 @@ def _search_energy(cands: list[_Candidate], cfg: LowRankConfig, total: int) -> f
     return lo
 
 
+def _pair(value: Any) -> tuple[int, int]:
+    if isinstance(value, str):
+        raise CompressionError(f"cannot factorize a conv with padding={value!r}")
+    return (int(value[0]), int(value[1]))
+
+
 def _svd_layers(module: nn.Conv2d | nn.Linear, rank: int) -> nn.Sequential:
     w = module.weight.detach()
     u, s, vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
     root = s[:rank].sqrt()
     first_w, second_w = root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
-    bias = module.bias is not None
+    first: nn.Linear | nn.Conv2d
+    second: nn.Linear | nn.Conv2d
     if isinstance(module, nn.Linear):
-        first: nn.Module = nn.Linear(module.in_features, rank, bias=False)
-        second: nn.Module = nn.Linear(rank, module.out_features, bias=bias)
-        first.weight.data.copy_(first_w)
-        second.weight.data.copy_(second_w)
+        first = nn.Linear(module.in_features, rank, bias=False)
+        second = nn.Linear(rank, module.out_features, bias=module.bias is not None)
     else:
-        first = nn.Conv2d(module.in_channels, rank, 1, stride=module.stride, padding=module.padding, bias=False)
-        second = nn.Conv2d(rank, module.out_channels, 1, bias=bias)
-        first.weight.data.copy_(first_w.reshape(rank, module.in_channels, 1, 1))
-        second.weight.data.copy_(second_w.reshape(module.out_channels, rank, 1, 1))
-    if module.bias is not None:
-        second.bias.data.copy_(module.bias.detach())  # type: ignore[union-attr]
+        first = nn.Conv2d(
+            module.in_channels,
+            rank,
+            1,
+            stride=_pair(module.stride),
+            padding=_pair(module.padding),
+            bias=False,
+        )
+        second = nn.Conv2d(rank, module.out_channels, 1, bias=module.bias is not None)
+    first.weight.data.copy_(first_w.reshape(first.weight.shape))
+    second.weight.data.copy_(second_w.reshape(second.weight.shape))
+    if module.bias is not None and second.bias is not None:
+        second.bias.data.copy_(module.bias.detach())
     return nn.Sequential(first, second)
 
 
 def _tucker2_layers(conv: nn.Conv2d, r_out: int, r_in: int) -> nn.Sequential:
     w = conv.weight.detach()
     u_out = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)[0][:, :r_out]
-    u_in = torch.linalg.svd(w.transpose(0, 1).reshape(w.shape[1], -1), full_matrices=False)[0][:, :r_in]
+    u_in = torch.linalg.svd(w.transpose(0, 1).reshape(w.shape[1], -1), full_matrices=False)[0][
+        :, :r_in
+    ]
     core = torch.einsum("oikl,or,is->rskl", w, u_out, u_in)
     reduce = nn.Conv2d(conv.in_channels, r_in, 1, bias=False)
-    spatial = nn.Conv2d(r_in, r_out, conv.kernel_size, stride=conv.stride, padding=conv.padding, dilation=conv.dilation, bias=False)  # type: ignore[arg-type]
+    spatial = nn.Conv2d(
+        r_in,
+        r_out,
+        _pair(conv.kernel_size),
+        stride=_pair(conv.stride),
+        padding=_pair(conv.padding),
+        dilation=_pair(conv.dilation),
+        bias=False,
+    )
     expand = nn.Conv2d(r_out, conv.out_channels, 1, bias=conv.bias is not None)
     reduce.weight.data.copy_(u_in.t()[:, :, None, None])
     spatial.weight.data.copy_(core)
     expand.weight.data.copy_(u_out[:, :, None, None])
-    if conv.bias is not None:
-        expand.bias.data.copy_(conv.bias.detach())  # type: ignore[union-attr]
+    if conv.bias is not None and expand.bias is not None:
+        expand.bias.data.copy_(conv.bias.detach())
     return nn.Sequential(reduce, spatial, expand)
 
 
 def decompose(model: nn.Module, cfg: LowRankConfig, total_params: int) -> dict[str, Any]:
     """Factorize ``model`` IN PLACE as ``cfg`` says; returns the plan (layer -> ranks)."""
     cands = _candidates(model, cfg)
-    energy = float(cfg.energy) if cfg.energy is not None else _search_energy(cands, cfg, total_params)
+    energy = (
+        float(cfg.energy) if cfg.energy is not None else _search_energy(cands, cfg, total_params)
+    )
     plan = _plan(cands, energy, cfg.min_saving)
     by_name = {c.name: c for c in cands}
     for name, ranks in plan.items():
@@ -183,7 +211,10 @@ def lowrank(model: Any, config: LowRankConfig, data: CompressionData) -> Compres
     with torch.no_grad():
         plan = decompose(student, config, params0)
     if not plan["layers"]:
-        logger.warning("low-rank: no layer saves %.0f%% of its parameters; model unchanged", 100 * config.min_saving)
+        logger.warning(
+            "low-rank: no layer saves %.0f%% of its parameters; model unchanged",
+            100 * config.min_saving,
+        )
     macs1, params1 = count_macs_params(student, example)
     for p in student.parameters():
         p.requires_grad_(True)
@@ -191,7 +222,13 @@ def lowrank(model: Any, config: LowRankConfig, data: CompressionData) -> Compres
     report = {
         "method": "lowrank",
         "config": config.model_dump(mode="json"),
-        "decomposition": {**plan, "macs_before": macs0, "macs_after": macs1, "params_before": params0, "params_after": params1},
+        "decomposition": {
+            **plan,
+            "macs_before": macs0,
+            "macs_after": macs1,
+            "params_before": params0,
+            "params_after": params1,
+        },
         "recovery": stats,
     }
     return CompressionResult(student, report)

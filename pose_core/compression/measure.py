@@ -77,17 +77,24 @@ def onnx_bytes_of(model: torch.nn.Module | OnnxModel, example: torch.Tensor) -> 
 
 
 def gt_box_accuracy(onnx_bytes: bytes, dataset_dir: Path) -> dict[str, Any]:
-    """COCO AP / PCK of a BlazePose-style landmark graph in ground-truth-box mode (ORT, 2 threads)."""
+    """COCO AP / PCK of a BlazePose-style landmark graph, ground-truth-box mode (ORT, 2 threads)."""
     from pose_core.evaluation.protocol import EvaluationMode, evaluate_dataset
     from pose_core.inference.landmarks import BlazePoseLandmarkModel
     from pose_core.inference.pipeline import PosePipeline
-
     from pose_core.inference.runtime import OnnxRunner
 
-    pipeline = PosePipeline(BlazePoseLandmarkModel(OnnxRunner(onnx_bytes, threads=2)), detector=None)
+    pipeline = PosePipeline(
+        BlazePoseLandmarkModel(OnnxRunner(onnx_bytes, threads=2)), detector=None
+    )
     report = evaluate_dataset(pipeline, dataset_dir, EvaluationMode.GT_BOXES)
-    return {"ap": report.ap, "ap50": report.ap50, "pck": report.pck, "mean_error_px": report.mean_error_px,
-            "n_people": report.n_people, "mode": report.mode.value}
+    return {
+        "ap": report.ap,
+        "ap50": report.ap50,
+        "pck": report.pck,
+        "mean_error_px": report.mean_error_px,
+        "n_people": report.n_people,
+        "mode": report.mode.value,
+    }
 
 
 def ort_session(onnx_bytes: bytes, threads: int = 2) -> onnxruntime.InferenceSession:
@@ -97,7 +104,9 @@ def ort_session(onnx_bytes: bytes, threads: int = 2) -> onnxruntime.InferenceSes
     return OnnxRunner(onnx_bytes, threads).session
 
 
-def run_session(session: onnxruntime.InferenceSession, images: np.ndarray, batch: int = 8) -> list[np.ndarray]:
+def run_session(
+    session: onnxruntime.InferenceSession, images: np.ndarray, batch: int = 8
+) -> list[np.ndarray]:
     """Every output of ``session`` over ``images`` (N, 3, H, W), concatenated on the batch axis."""
     name = session.get_inputs()[0].name
     chunks: list[list[np.ndarray]] = []
@@ -107,7 +116,10 @@ def run_session(session: onnxruntime.InferenceSession, images: np.ndarray, batch
 
 
 def interleaved_latency(
-    sessions: Sequence[onnxruntime.InferenceSession], example: np.ndarray, rounds: int = 30, per_round: int = 5
+    sessions: Sequence[onnxruntime.InferenceSession],
+    example: np.ndarray,
+    rounds: int = 30,
+    per_round: int = 5,
 ) -> list[dict[str, float]]:
     """p50 / p95 latency (ms) of each session, batch 1, measured round-robin in the same process."""
     name_of = [s.get_inputs()[0].name for s in sessions]
@@ -121,10 +133,15 @@ def interleaved_latency(
                 t0 = time.perf_counter()
                 s.run(None, {n: example})
                 samples[k].append((time.perf_counter() - t0) * 1e3)
-    return [{"p50": float(np.percentile(x, 50)), "p95": float(np.percentile(x, 95)), "n": len(x)} for x in samples]
+    return [
+        {"p50": float(np.percentile(x, 50)), "p95": float(np.percentile(x, 95)), "n": len(x)}
+        for x in samples
+    ]
 
 
-def landmark_fidelity(candidate: np.ndarray, parent: np.ndarray, crop_size: float) -> dict[str, float]:
+def landmark_fidelity(
+    candidate: np.ndarray, parent: np.ndarray, crop_size: float
+) -> dict[str, float]:
     """Mean body-landmark pixel error and mean OKS (COCO-17 subset) of candidate vs parent.
 
     Args:
@@ -139,7 +156,9 @@ def landmark_fidelity(candidate: np.ndarray, parent: np.ndarray, crop_size: floa
     coco = list(BLAZEPOSE33_TO_COCO17)
     sigmas = np.asarray(COCO17_SIGMAS)
     area = (crop_size / 1.5) ** 2
-    oks = np.exp(-(dist[:, coco] ** 2) / (2 * area * (2 * sigmas) ** 2 + np.finfo(float).eps)).mean(axis=1)
+    oks = np.exp(-(dist[:, coco] ** 2) / (2 * area * (2 * sigmas) ** 2 + np.finfo(float).eps)).mean(
+        axis=1
+    )
     return {
         "mean_landmark_px": float(dist.mean()),
         "p95_landmark_px": float(np.percentile(dist, 95)),
@@ -174,18 +193,24 @@ def measure_candidate(
         "parent_artifact_bytes": len(parent_onnx),
     }
     counted = candidate if isinstance(candidate, torch.nn.Module) else source_torch
-    report["macs"], report["params"] = count_macs_params(counted, example) if counted is not None else (None, None)
+    report["macs"], report["params"] = (
+        count_macs_params(counted, example) if counted is not None else (None, None)
+    )
     if isinstance(parent, torch.nn.Module):
         report["parent_macs"], report["parent_params"] = count_macs_params(parent, example)
     if isinstance(candidate, torch.nn.Module):
         report["weights_bytes"] = torch_weights_bytes(candidate)
     cand_sess, parent_sess = ort_session(cand_onnx), ort_session(parent_onnx)
-    lat_c, lat_p = interleaved_latency([cand_sess, parent_sess], example.numpy(), rounds=latency_rounds)
+    lat_c, lat_p = interleaved_latency(
+        [cand_sess, parent_sess], example.numpy(), rounds=latency_rounds
+    )
     report["latency_ms"], report["parent_latency_ms"] = lat_c, lat_p
     report["latency_ratio"] = lat_c["p50"] / lat_p["p50"]
     images = crops.images[:max_fidelity_crops]
     report["fidelity"] = landmark_fidelity(
-        run_session(cand_sess, images)[0], run_session(parent_sess, images)[0], float(images.shape[-1])
+        run_session(cand_sess, images)[0],
+        run_session(parent_sess, images)[0],
+        float(images.shape[-1]),
     )
     report["accuracy"] = report["parent_accuracy"] = None
     if eval_dataset_dir is not None and (Path(eval_dataset_dir) / "annotations.json").exists():

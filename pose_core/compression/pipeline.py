@@ -47,7 +47,9 @@ def run_recipe(
     for index, config in enumerate(configs):
         start = time.monotonic()
         step_data = replace(
-            data.for_step(f"step{index}_{config.method}", index / len(configs), (index + 1) / len(configs)),
+            data.for_step(
+                f"step{index}_{config.method}", index / len(configs), (index + 1) / len(configs)
+            ),
             teacher=None if isinstance(teacher, OnnxModel) else teacher,
         )
         logger.info("recipe step %d/%d: %s", index + 1, len(configs), config.method)

@@ -88,7 +88,11 @@ class ChannelPadPruner(tp.pruner.BasePruningFunc):
         removed = set(int(i) for i in idxs)
         layer.before = before - sum(1 for i in removed if i < before)
         layer.after = layer.after - sum(1 for i in removed if i >= before + channels)
-        setattr(layer, _IN_CHANNELS_ATTR, channels - sum(1 for i in removed if before <= i < before + channels))
+        setattr(
+            layer,
+            _IN_CHANNELS_ATTR,
+            channels - sum(1 for i in removed if before <= i < before + channels),
+        )
         return layer
 
     prune_in_channels = prune_out_channels
@@ -104,7 +108,12 @@ class ChannelPadPruner(tp.pruner.BasePruningFunc):
 
 def _record_pad_channels(model: nn.Module, example: torch.Tensor) -> list[ChannelPad]:
     pads = [m for m in model.modules() if isinstance(m, ChannelPad)]
-    hooks = [p.register_forward_hook(lambda mod, inp, out: setattr(mod, _IN_CHANNELS_ATTR, inp[0].shape[1])) for p in pads]
+    hooks = [
+        p.register_forward_hook(
+            lambda mod, inp, out: setattr(mod, _IN_CHANNELS_ATTR, inp[0].shape[1])
+        )
+        for p in pads
+    ]
     try:
         with torch.no_grad():
             model(example)
@@ -128,16 +137,24 @@ def _install_pad_mappings(graph: tp.DependencyGraph, pads: list[ChannelPad]) -> 
                     dep.index_mapping[0] = _IndexShift(pad, to_output=True)
 
 
-def _output_heads(model: nn.Module, example: torch.Tensor, pruner: ChannelPadPruner) -> list[nn.Module]:
-    """Prunable layers whose output channels reach a model output (pruning them changes the outputs)."""
+def _output_heads(
+    model: nn.Module, example: torch.Tensor, pruner: ChannelPadPruner
+) -> list[nn.Module]:
+    """Prunable layers whose output channels reach a model output (never pruned)."""
     graph = tp.DependencyGraph().build_dependency(
         model, example_inputs=example, customized_pruners={ChannelPad: pruner}
     )
-    heads = []
+    heads: list[nn.Module] = []
     for module in model.modules():
         if not isinstance(module, nn.Conv2d | nn.Linear) or module not in graph.module2node:
             continue
-        group = graph.get_pruning_group(module, tp.prune_conv_out_channels if isinstance(module, nn.Conv2d) else tp.prune_linear_out_channels, [0])
+        group = graph.get_pruning_group(
+            module,
+            tp.prune_conv_out_channels
+            if isinstance(module, nn.Conv2d)
+            else tp.prune_linear_out_channels,
+            [0],
+        )
         if any(isinstance(dep.target.module, tp.ops._OutputOp) for dep, _ in group):
             heads.append(module)
     return heads
@@ -170,10 +187,14 @@ def prune_channels(model: nn.Module, cfg: PruneConfig, crops: CropSet) -> dict[s
     pad_pruner = ChannelPadPruner()
     heads = _output_heads(model, example, pad_pruner)
     ignored = list(heads) + [
-        m for name, m in model.named_modules() if name and any(name.startswith(p) for p in cfg.ignored_layers)
+        m
+        for name, m in model.named_modules()
+        if name and any(name.startswith(p) for p in cfg.ignored_layers)
     ]
     importance: Callable[..., Any] = (
-        tp.importance.GroupTaylorImportance() if cfg.importance == "taylor" else tp.importance.GroupMagnitudeImportance(p=2)
+        tp.importance.GroupTaylorImportance()
+        if cfg.importance == "taylor"
+        else tp.importance.GroupMagnitudeImportance(p=2)
     )
     macs0, params0 = count_macs_params(model, example)
     iterative = cfg.target_macs_ratio is not None
@@ -226,10 +247,18 @@ def prune(model: Any, config: PruneConfig, data: CompressionData) -> Compression
         pruning = prune_channels(student, config, data.train)
     except (RuntimeError, ValueError, IndexError) as exc:
         raise CompressionError(f"pruning failed: {exc}") from exc
-    data.progress(0.02, f"pruned: {pruning['macs_after'] / max(pruning['macs_before'], 1):.2f}x MACs")
+    data.progress(
+        0.02, f"pruned: {pruning['macs_after'] / max(pruning['macs_before'], 1):.2f}x MACs"
+    )
     for p in student.parameters():
         p.requires_grad_(True)
     stats = recover(student, teacher, config.recovery, data.for_step("prune", 0.02, 1.0))
     return CompressionResult(
-        student, {"method": "prune", "config": config.model_dump(mode="json"), "pruning": pruning, "recovery": stats}
+        student,
+        {
+            "method": "prune",
+            "config": config.model_dump(mode="json"),
+            "pruning": pruning,
+            "recovery": stats,
+        },
     )

@@ -112,7 +112,7 @@ def qat_finetune(
     ]
     for conv in convs:
         parametrize.register_parametrization(conv, "weight", PerChannelWeightFakeQuant())
-    train = getattr(data, "train", None)
+    train = getattr(data, "train", data)
     crops = train if isinstance(train, CropSet) else CropSet(calib)
     cfg = RecoveryConfig(
         steps=config.qat_steps,

@@ -1,4 +1,4 @@
-"""A tiny BlazePose-shaped GraphModel (same code path as the imported BlazePose) for compression tests.
+"""A tiny BlazePose-shaped GraphModel (BlazePose's code path) for compression tests.
 
 Input (N, 3, 256, 256) in [0, 1]; outputs ``landmarks`` (N, 195) and ``presence`` (N, 1), with a
 depthwise -> pointwise residual block whose shortcut is max-pooled and channel-padded
@@ -38,7 +38,13 @@ def tiny_pose_model(seed: int = 0) -> GraphModel:
         Node("conv", ("input",), "s", "stem", relu6),
         Node("conv", ("s",), "b1a", "b1_dw", {"pad": [0, 1, 0, 1]}),
         Node("conv", ("b1a",), "b1b", "b1_pw"),
-        Node("max_pool", ("s",), "b1m", None, {"kernel": [2, 2], "stride": [2, 2], "pad": [0, 0, 0, 0]}),
+        Node(
+            "max_pool",
+            ("s",),
+            "b1m",
+            None,
+            {"kernel": [2, 2], "stride": [2, 2], "pad": [0, 0, 0, 0]},
+        ),
         Node("channel_pad", ("b1m",), "b1p", "b1_pad"),
         Node("add", ("b1b", "b1p"), "b1", None, relu6),
         Node("conv", ("b1",), "b2c", "b2_conv", relu6),

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import torch
-
 from compression_tiny import random_crops, tiny_pose_model
+
 from pose_core.compression.base import CompressionResult, UnknownMethodError
 from pose_core.compression.data import CompressionData
 from pose_core.compression.measure import REPORT_KEYS, measure_candidate
@@ -20,8 +20,12 @@ TINY_SETTINGS: dict[str, dict[str, Any]] = {
     "prune": {"ratio": 0.3, "recovery": {"steps": 2, "batch_size": 2}},
     "lowrank": {"params_ratio": 0.7, "recovery": {"steps": 2, "batch_size": 2}},
     "distill": {"steps": 2, "batch_size": 2},
-    "quantize": {"num_calibration_crops": 8, "num_holdout_crops": 4, "max_fp32_nodes": 2,
-                 "sensitivity_top_k": 2},
+    "quantize": {
+        "num_calibration_crops": 8,
+        "num_holdout_crops": 4,
+        "max_fp32_nodes": 2,
+        "sensitivity_top_k": 2,
+    },
 }
 
 

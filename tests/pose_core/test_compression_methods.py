@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from compression_tiny import random_crops, tiny_pose_model
 from torch import nn
 
-from compression_tiny import random_crops, tiny_pose_model
 from pose_core.compression.data import (
     AugmentConfig,
     CompressionData,
@@ -68,7 +68,9 @@ def test_lowrank_reduces_params_and_is_exact_on_low_rank_weights() -> None:
     model = tiny_pose_model()
     with torch.no_grad():  # give two layers an exact low rank
         conv = model.get_submodule("b2_conv")
-        conv.weight.copy_(torch.einsum("or,rikl->oikl", torch.randn(16, 2), torch.randn(2, 16, 3, 3)))
+        conv.weight.copy_(
+            torch.einsum("or,rikl->oikl", torch.randn(16, 2), torch.randn(2, 16, 3, 3))
+        )
         pw = model.get_submodule("b2_pw")
         pw.weight.copy_((torch.randn(16, 3) @ torch.randn(3, 16))[:, :, None, None])
     x = random_crops(2).tensor([0, 1])
@@ -130,7 +132,9 @@ def test_a_stopped_distillation_resumes_where_it_stopped(tmp_path: Path) -> None
         calls["n"] += 1
         return calls["n"] > 4
 
-    stats = train_distill(first, teacher, crops, cfg, should_stop=stop_after_four_steps, checkpoint_dir=tmp_path)
+    stats = train_distill(
+        first, teacher, crops, cfg, should_stop=stop_after_four_steps, checkpoint_dir=tmp_path
+    )
     assert stats.stopped_by == "cancelled" and stats.steps_done == 4
     assert (tmp_path / "distill.pt").exists()
 
@@ -150,7 +154,9 @@ def test_recipe_chain_keeps_lineage_and_never_mutates_its_input(tmp_path: Path) 
         {"method": "distill", "steps": 1, "batch_size": 2},
     ]
     seen: list[float] = []
-    data = CompressionData(train=random_crops(4), work_dir=tmp_path, progress=lambda f, m: seen.append(f))
+    data = CompressionData(
+        train=random_crops(4), work_dir=tmp_path, progress=lambda f, m: seen.append(f)
+    )
 
     results = run_recipe(model, steps, data, keep_intermediate=True)
 
@@ -169,36 +175,65 @@ def _tiny_dataset(root: Path) -> Path:
     keypoints = [0.0] * 51
     keypoints[0:3] = [150.0, 500.0, 2]  # nose (COCO 0) at the box centre
     keypoints[15:18] = [130.0, 520.0, 2]  # left shoulder (COCO 5)
-    ann = {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "num_keypoints": 2,
-           "bbox": [100.0, 400.0, 100.0, 200.0], "keypoints": keypoints, "area": 20000.0}
-    coco = {"images": [{"id": 1, "file_name": "bus.jpg", "width": 810, "height": 1080}],
-            "annotations": [ann], "categories": [{"id": 1, "name": "person"}]}
+    ann = {
+        "id": 1,
+        "image_id": 1,
+        "category_id": 1,
+        "iscrowd": 0,
+        "num_keypoints": 2,
+        "bbox": [100.0, 400.0, 100.0, 200.0],
+        "keypoints": keypoints,
+        "area": 20000.0,
+    }
+    coco = {
+        "images": [{"id": 1, "file_name": "bus.jpg", "width": 810, "height": 1080}],
+        "annotations": [ann],
+        "categories": [{"id": 1, "name": "person"}],
+    }
     (root / "annotations.json").write_text(json.dumps(coco))
     return root
 
 
-def test_cropset_maps_labels_into_crops_flips_with_swap_and_is_deterministic(tmp_path: Path) -> None:
+def test_cropset_maps_labels_into_crops_flips_with_swap_and_is_deterministic(
+    tmp_path: Path,
+) -> None:
     dataset = _tiny_dataset(tmp_path / "ds")
     plain = build_cropset([dataset])
     assert plain.images.shape == (1, 3, 256, 256) and plain.images.dtype == np.float32
-    assert 0.0 <= plain.images.min() and plain.images.max() <= 1.0
+    assert plain.images.min() >= 0.0 and plain.images.max() <= 1.0
     assert plain.targets is not None
     np.testing.assert_allclose(plain.targets[0, 0, :2], [128.0, 128.0], atol=1e-3)  # nose, centre
     left_shoulder = 11
     # side 300 px -> 256 px: 20 px left and down of the centre
-    np.testing.assert_allclose(plain.targets[0, left_shoulder, :2], [128 - 20 * 256 / 300, 128 + 20 * 256 / 300], atol=1e-3)
+    np.testing.assert_allclose(
+        plain.targets[0, left_shoulder, :2], [128 - 20 * 256 / 300, 128 + 20 * 256 / 300], atol=1e-3
+    )
 
-    mirror = AugmentConfig(copies=1, keep_plain=False, scale_range=(1.0, 1.0), shift=0.0, rotation_deg=0.0,
-                           flip_prob=1.0, brightness=0.0, contrast=0.0, saturation=0.0)
+    mirror = AugmentConfig(
+        copies=1,
+        keep_plain=False,
+        scale_range=(1.0, 1.0),
+        shift=0.0,
+        rotation_deg=0.0,
+        flip_prob=1.0,
+        brightness=0.0,
+        contrast=0.0,
+        saturation=0.0,
+    )
     flipped = build_cropset([dataset], augment=mirror)
     assert flipped.targets is not None
     np.testing.assert_allclose(flipped.images[0], plain.images[0][:, :, ::-1], atol=1e-6)
     right_shoulder = dict(BLAZEPOSE33_FLIP_PAIRS)[left_shoulder]
-    np.testing.assert_allclose(flipped.targets[0, right_shoulder, 0], 256 - plain.targets[0, left_shoulder, 0], atol=1e-3)
+    np.testing.assert_allclose(
+        flipped.targets[0, right_shoulder, 0], 256 - plain.targets[0, left_shoulder, 0], atol=1e-3
+    )
     assert flipped.targets[0, left_shoulder, 2] == 0
 
     jitter = AugmentConfig(copies=3)
-    a, b = build_cropset([dataset], augment=jitter, seed=7), build_cropset([dataset], augment=jitter, seed=7)
+    a, b = (
+        build_cropset([dataset], augment=jitter, seed=7),
+        build_cropset([dataset], augment=jitter, seed=7),
+    )
     assert len(a) == 4
     np.testing.assert_array_equal(a.images, b.images)
     assert not np.array_equal(a.images[1], a.images[2])
@@ -223,6 +258,8 @@ def test_coco_to_blazepose_mapping_places_each_keypoint() -> None:
 def test_both_importances_prune(importance: str) -> None:
     model = tiny_pose_model()
     crops = random_crops(4, labelled=importance == "taylor")
-    report = prune_channels(model, PruneConfig(ratio=0.3, importance=importance, taylor_batches=1), crops)  # type: ignore[arg-type]
+    report = prune_channels(
+        model, PruneConfig(ratio=0.3, importance=importance, taylor_batches=1), crops
+    )  # type: ignore[arg-type]
     assert report["params_after"] < report["params_before"]
     assert example_input(crops).shape == (1, 3, 256, 256)

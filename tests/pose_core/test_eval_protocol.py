@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pose_core.evaluation import EvaluationMode, evaluate_dataset
-from pose_core.evaluation.dataset import load_dataset
+from pose_core.evaluation.dataset import load_dataset, load_rgb
 from pose_core.evaluation.oks import EvaluationError
 from pose_core.evaluation.protocol import GT_BOX_CROP_RULE, coco_keypoints, evaluate
 from pose_core.inference.crop import CropRect
@@ -89,3 +89,48 @@ def test_dataset_without_labels_is_an_error(litert_pipeline, tmp_path: Path) -> 
     (tmp_path / "images").symlink_to(DEV_SUBSET / "images")
     with pytest.raises(EvaluationError):
         evaluate_dataset(litert_pipeline, tmp_path, "gt-boxes")
+
+
+def test_fidelity_of_a_model_to_itself_is_perfect(litert_pipeline) -> None:
+    from pose_core.evaluation.fidelity import fidelity_inputs, measure_fidelity
+
+    inputs = list(fidelity_inputs(DEV_SUBSET))
+    assert [boxes is not None for _, boxes in inputs] == [True] * len(inputs)
+    inputs.append((load_rgb(REPO / "tests" / "data" / "ultralytics_zidane.jpg"), None))
+    report = measure_fidelity(litert_pipeline, litert_pipeline, inputs)
+    # every labelled person of the subset, plus the 2 people the detector finds in zidane
+    assert report.n_people == load_dataset(DEV_SUBSET).num_people + 2
+    assert report.mean_error_px == pytest.approx(0.0, abs=1e-6)
+    assert report.mean_error_crop_px == pytest.approx(0.0, abs=1e-6)
+    assert report.mean_oks == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_fidelity_sees_a_perturbed_student(litert_pipeline, blazepose_assets) -> None:
+    import torch
+
+    from pose_core.evaluation.fidelity import fidelity_inputs, measure_fidelity
+    from pose_core.importers.tflite import import_blazepose_landmark
+    from pose_core.inference.landmarks import BlazePoseLandmarkModel
+    from pose_core.inference.pipeline import PosePipeline
+
+    def student_with_noise(scale: float) -> PosePipeline:
+        model = import_blazepose_landmark(blazepose_assets.landmark_tflite).eval()
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.mul_(1 + scale * torch.randn(param.shape, generator=generator))
+
+        def runner(batch: np.ndarray) -> list[np.ndarray]:
+            with torch.no_grad():
+                return [t.numpy() for t in model(torch.from_numpy(batch))]
+
+        return PosePipeline(BlazePoseLandmarkModel(runner), detector=None)
+
+    inputs = list(fidelity_inputs(DEV_SUBSET))
+    exact = measure_fidelity(student_with_noise(0.0), litert_pipeline, inputs)
+    slight = measure_fidelity(student_with_noise(0.02), litert_pipeline, inputs)
+    strong = measure_fidelity(student_with_noise(0.2), litert_pipeline, inputs)
+    assert exact.mean_error_crop_px is not None and exact.mean_error_crop_px < 0.05
+    assert exact.mean_error_crop_px < slight.mean_error_crop_px < strong.mean_error_crop_px
+    assert exact.mean_oks > slight.mean_oks > strong.mean_oks

@@ -32,7 +32,8 @@ def litert_pipeline(assets) -> PosePipeline:
     pytest.importorskip("ai_edge_litert")
     from pose_core.inference.litert import LiteRTRunner
 
-    landmark = LiteRTRunner(assets.landmark_tflite, threads=2, outputs=(0, 1))
+    # landmarks, presence, heatmap (MediaPipe refines the landmarks with it)
+    landmark = LiteRTRunner(assets.landmark_tflite, threads=2, outputs=(0, 1, 3))
     detector = LiteRTRunner(assets.detector_tflite, threads=2)
     return PosePipeline(BlazePoseLandmarkModel(landmark), detector)
 
@@ -136,6 +137,20 @@ def test_predict_in_rects_top_down(litert_pipeline: PosePipeline) -> None:
     assert litert_pipeline.predict_in_rects(image, []) == []
 
 
+def test_heatmap_refinement_moves_landmarks_a_little(litert_pipeline: PosePipeline, assets) -> None:
+    from pose_core.inference.litert import LiteRTRunner
+
+    plain = BlazePoseLandmarkModel(LiteRTRunner(assets.landmark_tflite, 2, outputs=(0, 1)))
+    image = _image("ultralytics_bus.jpg")
+    rects = litert_pipeline.detect_rois(image)
+    refined = litert_pipeline.predict_in_rects(image, rects)
+    unrefined = plain.estimate(image, rects)
+    for a, b in zip(refined, unrefined, strict=True):
+        shift = np.linalg.norm(a.keypoints[:, :2] - b.keypoints[:, :2], axis=1)
+        assert 0 < shift.max() and np.median(shift) < 0.03 * a.bbox[3]
+        np.testing.assert_allclose(a.keypoints[:, 2], b.keypoints[:, 2])
+
+
 def test_without_detector_only_rects_work(litert_pipeline: PosePipeline) -> None:
     top_down = PosePipeline(litert_pipeline.landmark, detector=None)
     image = _image("ultralytics_bus.jpg")
@@ -174,9 +189,10 @@ def test_onnx_runtime_export_matches_litert(
     from pose_core.inference.runtime import OnnxRunner
 
     folder = tmp_path_factory.mktemp("onnx")
-    landmark = export_onnx(
-        import_blazepose_landmark(assets.landmark_tflite), folder / "lm.onnx", (1, 3, 256, 256)
+    landmark_model = import_blazepose_landmark(
+        assets.landmark_tflite, outputs=("landmarks", "presence", "heatmap")
     )
+    landmark = export_onnx(landmark_model, folder / "lm.onnx", (1, 3, 256, 256))
     detector = export_onnx(
         import_blazepose_detector(assets.detector_tflite), folder / "det.onnx", (1, 3, 224, 224)
     )
