@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO_ROOT / "tests" / "data"
 
@@ -142,7 +144,6 @@ class LiveServer:
         self.ready_after_s: float | None = None
 
     def start(self, timeout_s: float = 120) -> None:
-        import httpx
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSECOMPRESS_")}
         env.update(self.extra_env)
@@ -244,6 +245,43 @@ def live_server(data_dir: Path, **kwargs: Any) -> Iterator[LiveServer]:
         yield server
     finally:
         server.stop()
+
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in TERMINAL:
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
+
+
+def upload_model(client: httpx.Client, path: Path, name: str) -> dict[str, Any]:
+    with path.open("rb") as handle:
+        response = client.post("/models", data={"name": name}, files={"file": (path.name, handle)})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def assert_ready_versions_are_intact(client: httpx.Client, name: str) -> list[dict[str, Any]]:
+    """Every ready version's artifact downloads and matches its recorded sha256 and size."""
+    import onnx
+
+    versions = client.get(f"/models/{name}/versions").json()
+    for version in versions:
+        if version["status"] != "ready":
+            continue
+        response = client.get(f"/models/{name}/versions/{version['version']}/artifact")
+        assert response.status_code == 200, response.text
+        artifact = version["artifacts"][0]
+        assert hashlib.sha256(response.content).hexdigest() == artifact["sha256"]
+        assert len(response.content) == artifact["size"]
+        onnx.checker.check_model(onnx.load_from_string(response.content))
+    return versions
 
 
 def assert_error_shape(body: dict[str, Any], code: str) -> None:

@@ -4,7 +4,6 @@ middle of a job, cancellation, and a restart on the same data directory."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import time
@@ -15,18 +14,20 @@ from typing import Any
 import httpx
 import pytest
 from service_support import (
+    TERMINAL,
     LiveServer,
+    assert_ready_versions_are_intact,
     dataset_zip,
     export_tiny_onnx,
     live_server,
     processes_in_sessions,
     remove,
     short_tmp_dir,
+    upload_model,
+    wait_job,
 )
 
 pytestmark = pytest.mark.slow
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture
@@ -34,40 +35,6 @@ def data_dir() -> Iterator[Path]:
     folder = short_tmp_dir("pc-e2e-")
     yield folder / "data"
     remove(folder)
-
-
-def wait_job(client: httpx.Client, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/jobs/{job_id}").json()
-        if job["status"] in TERMINAL:
-            return job
-        time.sleep(0.1)
-    raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
-
-
-def upload_model(client: httpx.Client, path: Path, name: str) -> dict[str, Any]:
-    with path.open("rb") as handle:
-        response = client.post("/models", data={"name": name}, files={"file": (path.name, handle)})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-def assert_ready_versions_are_intact(client: httpx.Client, name: str) -> list[dict[str, Any]]:
-    """Every ready version's artifact downloads and matches its recorded sha256 and size."""
-    import onnx
-
-    versions = client.get(f"/models/{name}/versions").json()
-    for version in versions:
-        if version["status"] != "ready":
-            continue
-        response = client.get(f"/models/{name}/versions/{version['version']}/artifact")
-        assert response.status_code == 200, response.text
-        artifact = version["artifacts"][0]
-        assert hashlib.sha256(response.content).hexdigest() == artifact["sha256"]
-        assert len(response.content) == artifact["size"]
-        onnx.checker.check_model(onnx.load_from_string(response.content))
-    return versions
 
 
 def test_serve_runs_a_real_job_and_restarts_on_the_same_data(data_dir: Path, tmp_path: Path):
