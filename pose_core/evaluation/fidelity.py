@@ -13,11 +13,13 @@ the parent's detector finds. Reported:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from pose_core.evaluation.dataset import load_dataset, load_rgb
 from pose_core.evaluation.oks import oks
 from pose_core.evaluation.protocol import (
     DEFAULT_MAX_PEOPLE,
@@ -26,6 +28,10 @@ from pose_core.evaluation.protocol import (
     TopDownPipeline,
 )
 from pose_core.inference.crop import CropRect
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
+
+FidelityInput = tuple[np.ndarray, Sequence[tuple[float, float, float, float]] | None]
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ def fidelity_metrics(
 def measure_fidelity(
     student: TopDownPipeline,
     parent: TopDownPipeline,
-    images: Iterable[tuple[np.ndarray, Sequence[tuple[float, float, float, float]] | None]],
+    images: Iterable[FidelityInput],
     crop_size: int = 256,
     min_score: float = 0.5,
 ) -> FidelityReport:
@@ -96,7 +102,7 @@ def measure_fidelity(
         student, parent: pipelines (``predict`` / ``predict_in_rects``).
         images: ``(image, boxes)`` pairs: (H, W, 3) uint8 RGB and the labelled people's
             ``[x, y, w, h]`` boxes, or ``None`` for an unlabelled image (the parent's
-            detector then finds the people).
+            detector then finds the people); see :func:`fidelity_inputs`.
         crop_size: the landmark model's input side (for the crop-pixel error).
         min_score: person-score threshold of the parent's detector on unlabelled images.
     """
@@ -127,6 +133,26 @@ def measure_fidelity(
         np.array(sides),
         crop_size,
     )
+
+
+def fidelity_inputs(directory: str | Path) -> Iterator[FidelityInput]:
+    """``(image, boxes)`` pairs for :func:`measure_fidelity` from a dataset directory.
+
+    With ``annotations.json``: every image with the boxes of its labelled people (``None`` for
+    an image without any, so the parent's detector is used). Without it: every image file of
+    ``directory/images`` (or ``directory`` itself), sorted by name, with ``None``.
+    Images are decoded one at a time.
+    """
+    directory = Path(directory)
+    if (directory / "annotations.json").is_file():
+        for record in load_dataset(directory):
+            people = record.people_with_keypoints
+            yield record.load(), ([p.bbox for p in people] if people else None)
+        return
+    folder = directory / "images" if (directory / "images").is_dir() else directory
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            yield load_rgb(path), None
 
 
 def _bbox_of(pose: PersonPoseLike) -> tuple[float, float, float, float]:

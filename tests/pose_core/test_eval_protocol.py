@@ -107,6 +107,8 @@ def test_fidelity_of_a_model_to_itself_is_perfect(litert_pipeline) -> None:
 
 @pytest.mark.slow
 def test_fidelity_sees_a_perturbed_student(litert_pipeline, blazepose_assets) -> None:
+    import copy
+
     import torch
 
     from pose_core.evaluation.fidelity import fidelity_inputs, measure_fidelity
@@ -114,8 +116,10 @@ def test_fidelity_sees_a_perturbed_student(litert_pipeline, blazepose_assets) ->
     from pose_core.inference.landmarks import BlazePoseLandmarkModel
     from pose_core.inference.pipeline import PosePipeline
 
+    imported = import_blazepose_landmark(blazepose_assets.landmark_tflite).eval()
+
     def student_with_noise(scale: float) -> PosePipeline:
-        model = import_blazepose_landmark(blazepose_assets.landmark_tflite).eval()
+        model = copy.deepcopy(imported)
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for param in model.parameters():
