@@ -204,3 +204,23 @@ def test_pck_is_monotonic_in_threshold_and_counts_misses() -> None:
     missed[0] = np.inf  # a person nobody predicted: labelled keypoints count as wrong
     assert pck(missed, normalizer, 10.0) == pytest.approx(4 / 5)
     assert summarize_errors(missed).count == 4 * 17
+
+
+def test_detector_predictions_are_matched_one_to_one_by_oks(dev_subset) -> None:
+    from pose_core.evaluation.protocol import coco_keypoints, match_by_oks
+    from pose_core.inference.types import PersonPose
+
+    record = next(r for r in dev_subset if len(r.people_with_keypoints) == 2)
+    first, second = record.people_with_keypoints
+
+    def pose_near(person, shift: float) -> PersonPose:
+        kps = person.keypoints.astype(np.float32).copy()
+        kps[:, :2] += 0.5 + shift  # continuous coordinates: label + 0.5
+        kps[:, 2] = 0.9
+        return PersonPose(bbox=person.bbox, score=0.9, keypoints=kps)
+
+    far = pose_near(first, 5000.0)
+    poses = [pose_near(second, 1.0), far, pose_near(first, 0.0), pose_near(first, 6.0)]
+    assert match_by_oks(record, poses) == [(0, 2), (1, 0)]
+    np.testing.assert_allclose(coco_keypoints(poses[2])[:, :2], first.keypoints[:, :2], atol=1e-3)
+    assert match_by_oks(record, [far]) == []
