@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     job_stale_after_s: float = Field(default=60.0, gt=0)
 
     log_level: str = "INFO"
+
+    @field_validator("redis_url", "database_url", "api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``POSECOMPRESS_API_KEY=`` (e.g. from compose) means "not set"."""
+        return None if isinstance(value, str) and value.strip() == "" else value
 
     @property
     def resolved_data_dir(self) -> Path:
