@@ -134,6 +134,9 @@ class _GraphBuilder:
 
     def emit(self, op: TfliteOp, kind: str, inputs: Sequence[int], *, module: str | None = None,
              params: dict[str, Any] | None = None, source: str | None = None) -> None:
+        if not self.graph.is_float32(op.outputs[0]):
+            raise TfliteImportError(f"{op.name} (op #{op.index}) computes a non-float32 tensor: "
+                                    "only float models are supported")
         output = f"t{op.outputs[0]}"
         self._names[op.outputs[0]] = output
         input_names = (source,) if source is not None else tuple(self.tensor(i) for i in inputs)
@@ -170,8 +173,8 @@ class _GraphBuilder:
         depthwise = op.name == "DEPTHWISE_CONV_2D"
         opts = self.graph.options(
             op, tflite.DepthwiseConv2DOptions if depthwise else tflite.Conv2DOptions)
-        weight = self.graph.require_constant(op.inputs[1], f"{op.name} weights")
-        bias = (self.graph.constant(op.inputs[2])
+        weight = self.graph.require_float_constant(op.inputs[1], f"{op.name} weights")
+        bias = (self.graph.require_float_constant(op.inputs[2], f"{op.name} bias")
                 if len(op.inputs) > 2 and op.inputs[2] >= 0 else None)
         _, height, width, in_channels = self.graph.shape(op.inputs[0])
         if depthwise:
@@ -343,6 +346,8 @@ def _import_graph(graph: TfliteGraph, outputs: Sequence[str] | None) -> GraphMod
     path = graph.path
     if len(graph.inputs) != 1 or len(graph.shape(graph.inputs[0])) != 4:
         raise TfliteImportError("only models with one NHWC image input are supported")
+    if not graph.is_float32(graph.inputs[0]):
+        raise TfliteImportError("only float32 inputs are supported (not quantized models)")
     family = _detect_family(graph)
     names = (family.output_names if family is not None
              else tuple(_safe_name(graph.name(t)) for t in graph.outputs))

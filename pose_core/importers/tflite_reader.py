@@ -124,6 +124,9 @@ class TfliteGraph:
     def name(self, tensor: int) -> str:
         return self._graph.Tensors(tensor).Name().decode("utf-8", "replace")
 
+    def is_float32(self, tensor: int) -> bool:
+        return int(self._graph.Tensors(tensor).Type()) == 0
+
     def options(self, op: TfliteOp, cls: Any) -> Any:
         opts = cls()
         opts.Init(op.options.Bytes, op.options.Pos)
@@ -161,4 +164,12 @@ class TfliteGraph:
         value = self.constant(tensor)
         if value is None:
             raise TfliteImportError(f"{what} ({self.name(tensor)}) must be a constant tensor")
+        return value
+
+    def require_float_constant(self, tensor: int, what: str) -> np.ndarray:
+        """A float32 constant (float16 weights are widened); integer (quantized) ones raise."""
+        value = self.require_constant(tensor, what)
+        if value.dtype != np.float32:
+            raise TfliteImportError(f"{what} ({self.name(tensor)}) has type {value.dtype}: only "
+                                    "float models are supported (not integer-quantized ones)")
         return value
