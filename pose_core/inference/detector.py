@@ -23,7 +23,7 @@ SCORE_CLIPPING_THRESHOLD = 100.0
 DEFAULT_MIN_DETECTION_SCORE = 0.5  # MediaPipe Tasks' min_pose_detection_confidence
 DEFAULT_NMS_IOU = 0.3
 DEFAULT_TILE_FRACTION = 0.65  # tile side / short image side (our addition)
-DEFAULT_TILE_STEP = 0.5  # largest step between tiles / tile side
+DEFAULT_TILE_STEP = 0.75  # largest step between tiles / tile side
 SAME_PERSON = 0.35  # hip-centre distance / body radius under which detections merge
 
 
