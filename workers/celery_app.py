@@ -56,9 +56,7 @@ celery_app = create_celery(get_settings())
 
 @worker_ready.connect
 def _recover_on_start(sender: Any = None, **_: Any) -> None:
-    from workers.recovery import recover_stale_jobs
+    """Recover jobs of dead workers now, then keep checking in the background."""
+    from workers.recovery import start_recovery_thread
 
-    try:
-        recover_stale_jobs(get_settings(), celery_app)
-    except Exception:  # recovery must never keep a worker from starting
-        logger.exception("startup recovery failed")
+    start_recovery_thread(get_settings(), celery_app)

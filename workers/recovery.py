@@ -1,6 +1,8 @@
 """Startup recovery: jobs left ``running`` by a dead worker are re-queued or failed.
 
-Run by every worker when it becomes ready. A job's worker is dead when its heartbeat
+Run by every worker when it becomes ready, then every ``JOB_STALE_AFTER_S`` seconds
+in a background thread of the worker's main process (so a worker that died for good
+on another host is noticed too). A job's worker is dead when its heartbeat
 is stale, or when it ran on this host under a pid that no longer exists (the embedded
 worker restarted by ``posecompress serve``). Its ``pending`` versions are marked failed
 first, so no half-made version ever becomes ``ready``.
@@ -9,6 +11,8 @@ first, so no half-made version ever becomes ``ready``.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from celery import Celery
 
@@ -40,3 +44,20 @@ def recover_stale_jobs(settings: Settings, celery: Celery) -> list[str]:
     finally:
         store.close()
     return recovered
+
+
+def start_recovery_thread(settings: Settings, celery: Celery) -> threading.Thread:
+    """Run :func:`recover_stale_jobs` now and then periodically, in a daemon thread."""
+    interval = max(10.0, settings.job_stale_after_s)
+
+    def loop() -> None:
+        while True:
+            try:
+                recover_stale_jobs(settings, celery)
+            except Exception:  # never let recovery take the worker down
+                logger.exception("job recovery failed")
+            time.sleep(interval)
+
+    thread = threading.Thread(target=loop, name="job-recovery", daemon=True)
+    thread.start()
+    return thread

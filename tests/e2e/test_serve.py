@@ -91,14 +91,23 @@ def _slow_job(client: httpx.Client, tmp_path: Path) -> str:
     return str(started.json()["job_id"])
 
 
-def test_worker_killed_mid_job_never_leaves_a_bad_ready_version(data_dir: Path, tmp_path: Path):
+@pytest.mark.parametrize("target", ["pool process", "whole worker"])
+def test_worker_killed_mid_job_never_leaves_a_bad_ready_version(
+    data_dir: Path, tmp_path: Path, target: str
+):
+    """SIGKILL the process running the job (Celery re-delivers the message), or the whole
+    worker with its pool (``serve`` restarts it and startup recovery re-queues the job)."""
     with live_server(data_dir) as server:
         client = httpx.Client(base_url=server.url, timeout=30)
         job_id = _slow_job(client, tmp_path)
         running = _wait_until_running(client, job_id, min_progress=0.15)
         pid = int(running["worker"].rsplit(":", 1)[1])
-        assert pid in server.descendants()
-        os.kill(pid, signal.SIGKILL)
+        processes = server.descendants()
+        assert pid in processes
+        if target == "pool process":
+            os.kill(pid, signal.SIGKILL)
+        else:
+            os.killpg(processes[pid][1], signal.SIGKILL)  # the worker's process group
 
         job = wait_job(client, job_id, timeout_s=300)
         versions = assert_ready_versions_are_intact(client, "wide")
