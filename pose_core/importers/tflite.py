@@ -204,9 +204,9 @@ class _GraphBuilder:
         conv = nn.Conv2d(in_channels, out_channels, (kh, kw), stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias is not None)
         with torch.no_grad():
-            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(torch_weight)))
+            conv.weight.copy_(torch.from_numpy(np.array(torch_weight, dtype=np.float32)))
             if bias is not None and conv.bias is not None:
-                conv.bias.copy_(torch.from_numpy(bias.reshape(-1)))
+                conv.bias.copy_(torch.from_numpy(np.array(bias, dtype=np.float32).reshape(-1)))
         name = f"{'dwconv' if depthwise else 'conv'}_{op.index}"
         self.layers[name] = conv
         params: dict[str, Any] = {"activation": _ACTIVATIONS[opts.FusedActivationFunction()]}
