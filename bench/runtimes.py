@@ -11,7 +11,10 @@ a shuffled order; these machines drift up to 2x within minutes), batch 1, on the
   by ``pose_core.inference.runtime.OnnxRunner``;
 - ``torch``: the same torch model, eager, ``torch.no_grad``.
 
-Each runtime gets ``--threads`` threads (default 2). Prints p50 / p95 / mean per runtime and
+Each runtime gets ``--threads`` threads (default 2). ``OMP_WAIT_POLICY`` defaults to ``PASSIVE``
+(set before torch loads): with OpenMP's default spin-waiting, torch's idle threads burn the
+shared cores during the other runtimes' turns, and on a loaded 2-core machine torch itself
+measured ~10x slower (1.2 s instead of ~0.12 s per crop). Prints p50 / p95 / mean per runtime and
 the median per-round ratios ORT/LiteRT and torch/LiteRT (target: ORT/LiteRT <= 0.8), plus the
 largest landmark difference of ORT and torch against LiteRT on that crop.
 
@@ -21,11 +24,14 @@ largest landmark difference of ORT and torch against LiteRT on that crop.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
@@ -111,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = measure_latency(runners, rounds=args.rounds, warmup=args.warmup, seed=args.seed)
     print(
         f"\nlandmark model, batch 1, {args.threads} threads, {args.rounds} interleaved rounds "
-        f"(+{args.warmup} warm-up), torch {torch.__version__}"
+        f"(+{args.warmup} warm-up), torch {torch.__version__}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, load {os.getloadavg()[0]:.1f}"
     )
     print(f"{'runtime':>8} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8}")
     for name, s in stats.items():
