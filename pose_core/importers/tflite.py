@@ -355,10 +355,14 @@ def _import_graph(graph: TfliteGraph, outputs: Sequence[str] | None) -> GraphMod
     by_name.update({graph.name(t): t for t in graph.outputs if graph.name(t) not in by_name})
     wanted = list(outputs) if outputs is not None else list(
         family.default_outputs if family is not None else names)
+    if len(set(names)) != len(names):
+        raise TfliteImportError(f"output names collide once made identifier-safe: {names}")
     unknown = [n for n in wanted if n not in by_name]
     if unknown or not wanted or len(set(wanted)) != len(wanted):
         raise TfliteImportError(f"bad output selection {wanted}; available: {list(names)}")
     targets = [by_name[n] for n in wanted]
+    if len(set(targets)) != len(targets):
+        raise TfliteImportError(f"output selection {wanted} names the same output twice")
 
     builder = _GraphBuilder(graph)
     needed = _needed_ops(graph, targets)

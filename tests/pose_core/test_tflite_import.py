@@ -166,6 +166,8 @@ def test_outputs_are_selected_by_short_or_tflite_name(blazepose_assets):
 def test_bad_inputs_raise_clear_errors(blazepose_assets, tmp_path):
     with pytest.raises(TfliteImportError, match="bad output selection"):
         import_tflite(blazepose_assets.landmark_tflite, ["no_such_output"])
+    with pytest.raises(TfliteImportError, match="same output twice"):
+        import_tflite(blazepose_assets.landmark_tflite, ["presence", "Identity_1"])
     with pytest.raises(TfliteImportError, match="not a blazepose_landmark"):
         import_blazepose_landmark(blazepose_assets.detector_tflite)
     not_tflite = tmp_path / "junk.tflite"
