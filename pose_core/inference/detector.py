@@ -24,6 +24,7 @@ DEFAULT_MIN_DETECTION_SCORE = 0.5  # MediaPipe Tasks' min_pose_detection_confide
 DEFAULT_NMS_IOU = 0.3
 DEFAULT_TILE_FRACTION = 0.65  # tile side / short image side (our addition)
 DEFAULT_TILE_STEP = 0.75  # largest step between tiles / tile side
+MAX_TILES_PER_AXIS = 5
 SAME_PERSON = 0.35  # hip-centre distance / body radius under which detections merge
 
 
@@ -72,7 +73,8 @@ def detection_windows(
 ) -> list[CropRect]:
     """Square windows the detector runs on: the whole letterboxed image first (MediaPipe),
     then, unless ``tile_fraction`` is None, overlapping tiles of side ``tile_fraction *
-    min(width, height)`` covering the image with steps of at most ``tile_step`` x the tile side.
+    min(width, height)`` covering the image with steps of at most ``tile_step`` x the tile side
+    (at most ``MAX_TILES_PER_AXIS`` per axis: very elongated images get sparser tiles).
 
     The full-image pass alone finds one or two people: BlazePose's detector was trained on
     images where a person is large. Tiles let it see the others at a closer scale.
@@ -84,6 +86,7 @@ def detection_windows(
 
     def centres(extent: int) -> np.ndarray:
         count = int(np.ceil(max(extent - side, 0.0) / (side * tile_step))) + 1
+        count = min(count, MAX_TILES_PER_AXIS)
         return (
             np.linspace(side / 2.0, extent - side / 2.0, count)
             if count > 1

@@ -1,6 +1,7 @@
 import numpy as np
 
 from pose_core.inference.detector import (
+    MAX_TILES_PER_AXIS,
     Detections,
     decode_detections,
     detection_windows,
@@ -108,6 +109,13 @@ def test_windows_cover_the_image() -> None:
     bottom = max(t.cy + t.height / 2 for t in tiles)
     np.testing.assert_allclose([left, top, right, bottom], [0, 0, 810, 1080], atol=1e-6)
     assert detection_windows(810, 1080, tile_fraction=None) == [letterbox_rect(810, 1080)]
+
+
+def test_windows_are_bounded_on_elongated_images() -> None:
+    windows = detection_windows(20000, 100)
+    assert len(windows) == 1 + 2 * MAX_TILES_PER_AXIS  # two rows of 65 px tiles
+    assert windows[1].cx - windows[1].width / 2 == 0.0
+    assert max(w.cx + w.width / 2 for w in windows[1:]) == 20000.0
 
 
 def test_merge_windows_keeps_best_of_one_person_and_both_of_two() -> None:
