@@ -125,6 +125,35 @@ def test_selected_outputs_drop_other_branches(everything):
     assert all(node.op not in ("concat", "reshape") for node in prob_only.nodes)
 
 
+def test_odd_sizes_dilation_and_depth_multiplier_match_litert(tmp_path):
+    """SAME padding on odd sizes (stride 2), dilated SAME conv, depthwise multiplier 2."""
+    rng = np.random.default_rng(2)
+    t = tt.TinyTflite()
+    x = t.tensor((1, 7, 9, 3), name="input_1")
+    a = t.tensor((1, 4, 5, 4))
+    t.op(tt.CONV_2D, [x, t.tensor((4, 3, 3, 3), data=rng.normal(size=(4, 3, 3, 3))),
+                      t.tensor((4,), data=rng.normal(size=4))], [a],
+         tt.CONV_OPTIONS, tt.conv_options(tt.SAME, 2, tt.RELU))
+    b = t.tensor((1, 4, 5, 8))
+    t.op(tt.DEPTHWISE_CONV_2D, [a, t.tensor((1, 3, 3, 8), data=rng.normal(size=(1, 3, 3, 8))),
+                                t.tensor((8,), data=rng.normal(size=8))], [b],
+         tt.DEPTHWISE_OPTIONS, tt.depthwise_options(tt.SAME, 1, tt.NONE, multiplier=2))
+    c = t.tensor((1, 4, 5, 2), name="out")
+    t.op(tt.CONV_2D, [b, t.tensor((2, 3, 3, 8), data=rng.normal(size=(2, 3, 3, 8))),
+                      t.tensor((2,), data=rng.normal(size=2))], [c],
+         tt.CONV_OPTIONS, tt.conv_options(tt.SAME, 1, tt.NONE, dilation=2))
+    path = tmp_path / "odd.tflite"
+    path.write_bytes(t.build([x], [c]))
+    images = rng.normal(size=(2, 7, 9, 3)).astype(np.float32)
+    model = import_tflite(path)
+    depthwise = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert [(m.in_channels, m.out_channels, m.groups) for m in depthwise] == [(4, 8, 4)]
+    with torch.no_grad():
+        (got,) = model(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))))
+    (reference,) = _litert(path, images)
+    np.testing.assert_allclose(got.numpy(), reference, atol=1e-4)
+
+
 def test_unsupported_op_is_named(tmp_path):
     t = tt.TinyTflite()
     x = t.tensor((1, 4, 4, 3))

@@ -40,13 +40,14 @@ def _table(builder: flatbuffers.Builder, n_slots: int, ints: dict[int, int],
     return builder.EndObject()
 
 
-def conv_options(padding: int, stride: int, activation: int) -> OptionsWriter:
-    return lambda b: _table(b, 7, {1: stride, 2: stride, 4: 1, 5: 1},
+def conv_options(padding: int, stride: int, activation: int, dilation: int = 1) -> OptionsWriter:
+    return lambda b: _table(b, 7, {1: stride, 2: stride, 4: dilation, 5: dilation},
                             small={0: padding, 3: activation})
 
 
-def depthwise_options(padding: int, stride: int, activation: int) -> OptionsWriter:
-    return lambda b: _table(b, 7, {1: stride, 2: stride, 3: 1, 5: 1, 6: 1},
+def depthwise_options(padding: int, stride: int, activation: int,
+                      multiplier: int = 1) -> OptionsWriter:
+    return lambda b: _table(b, 7, {1: stride, 2: stride, 3: multiplier, 5: 1, 6: 1},
                             small={0: padding, 4: activation})
 
 
