@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 #: Node types whose weights (second input) carry the bulk of the parameters.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+#: element-wise merges of two paths; their wide output ranges are candidates for fp32 too
+RESIDUAL_OPS = frozenset({"Add", "Concat"})
 
 
 class QuantizeGraphError(Exception):
@@ -160,3 +162,73 @@ def to_fp16_weights(model: onnx.ModelProto, min_elements: int = 16) -> onnx.Mode
     graph.node.extend(casts + nodes)
     onnx.checker.check_model(out)
     return out
+
+
+#: ops that only move data: a tensor reaching a graph output through them is an output too
+_LAYOUT_OPS = frozenset({"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+def output_tensors(model: onnx.ModelProto) -> set[str]:
+    """Graph outputs plus the tensors feeding them through layout-only ops.
+
+    Leaving these out of the calibration ranges keeps the model's outputs fp32: a single u8
+    scale over BlazePose's 195 landmark values (range about +-265) would be a 2 px step.
+    """
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found: set[str] = set()
+    stack = [o.name for o in model.graph.output]
+    while stack:
+        name = stack.pop()
+        if name in found:
+            continue
+        found.add(name)
+        node = producer.get(name)
+        if node is not None and node.op_type in _LAYOUT_OPS:
+            stack.append(node.input[0])
+    return found
+
+
+def strip_qdq(model: onnx.ModelProto, tensors: set[str]) -> onnx.ModelProto:
+    """Copy of a QDQ ``model`` with the Q/DQ pairs on ``tensors`` removed (they stay fp32).
+
+    ORT renames a graph output ``y`` it quantizes: the producer writes ``y_QuantizeLinear_Input``
+    and the last DequantizeLinear writes ``y``; the producer gets ``y`` back here.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    outputs = {o.name for o in graph.output}
+    suffix = "_QuantizeLinear_Input"
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+        raw = q.input[0]
+        base = raw[: -len(suffix)] if raw.endswith(suffix) else raw
+        if base not in tensors:
+            continue
+        dqs = [
+            n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0]
+        ]
+        if len(dqs) != sum(q.output[0] in n.input for n in graph.node):
+            continue  # the quantized tensor is also read directly: leave it alone
+        for dq in dqs:
+            target = dq.output[0]
+            if target in outputs:
+                _rename_tensor(graph, raw, target)
+                raw = target
+            else:
+                _rename_tensor(graph, target, raw)
+            graph.node.remove(dq)
+        graph.node.remove(q)
+    used = {name for n in graph.node for name in n.input}
+    for init in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(init)
+    return out
+
+
+def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name == old:
+                node.input[i] = new
+        for i, name in enumerate(node.output):
+            if name == old:
+                node.output[i] = new

@@ -62,6 +62,7 @@ def quantize_int8(
         num_bins=config.num_bins,
     )
     qdq = qg.quantize_qdq(source, ranges, per_channel=config.per_channel)
+    qdq = qg.strip_qdq(qdq, qg.output_tensors(source))
     error = evaluate(qdq)
     report["int8_error_px"] = round(error, 4)
     logger.info("full INT8: %.3f px mean landmark error", error)
@@ -70,7 +71,9 @@ def quantize_int8(
     fp32_nodes: list[str] = []
     if budget is not None and error > budget and config.max_fp32_nodes > 0:
         _report_progress(progress, 0.7, "per-node sensitivity")
-        candidates = qg.weighted_nodes(source)
+        candidates = qg.weighted_nodes(source) + [
+            n.name for n in source.graph.node if n.op_type in qg.RESIDUAL_OPS
+        ]
         ranking = qm.rank_sensitivity(qdq, source, candidates, evaluate, error)
         report["sensitivity_top"] = [
             {"node": s.node, "error_px": round(s.error_px, 4), "gain_px": round(s.gain_px, 4)}

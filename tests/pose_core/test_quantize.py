@@ -125,8 +125,9 @@ def test_budget_drives_fp32_fallback(tiny_onnx: bytes, crops: np.ndarray) -> Non
     assert len(report["excluded_nodes"]) <= 2
     assert not report["within_budget"]
     assert isinstance(result.model, OnnxModel)
-    floats = qg.float_weighted_nodes(onnx.load_from_string(result.model.onnx_bytes))
-    assert floats == set(report["excluded_nodes"])
+    graph = onnx.load_from_string(result.model.onnx_bytes)
+    weighted = set(qg.weighted_nodes(graph)) | qg.float_weighted_nodes(graph)
+    assert qg.float_weighted_nodes(graph) == set(report["excluded_nodes"]) & weighted
 
 
 def test_fp16_weights_half_size_and_close(tiny_onnx: bytes, crops: np.ndarray) -> None:
@@ -139,6 +140,15 @@ def test_fp16_weights_half_size_and_close(tiny_onnx: bytes, crops: np.ndarray) -
     ref = qm.run_first_output(tiny_onnx, crops[:4])
     out = qm.run_first_output(blob, crops[:4])
     np.testing.assert_allclose(out, ref, atol=1e-2 * np.abs(ref).max())
+
+
+def test_outputs_stay_fp32(tiny_onnx: bytes, crops: np.ndarray) -> None:
+    result = compress(OnnxModel(tiny_onnx), QuantizeConfig(max_landmark_error_px=None), crops)
+    assert isinstance(result.model, OnnxModel)
+    model = onnx.load_from_string(result.model.onnx_bytes)
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    assert producer["landmarks"] == "Mul"  # not a DequantizeLinear
+    onnx.checker.check_model(model)
 
 
 def test_config_json_round_trip() -> None:
