@@ -10,7 +10,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ["app.commands.serve", "app.commands.api", "app.commands.worker"]
+COMMAND_MODULES = [
+    "app.commands.serve",
+    "app.commands.api",
+    "app.commands.worker",
+    "app.commands.models",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,13 +7,20 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import datasets, health, jobs, models, versions
+from app.api.routes import datasets, health, jobs, models, predict, versions
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
 from app.settings import Settings, get_settings
 from app.uploads import MULTIPART_SLACK, BodySizeLimitMiddleware
 
-ROUTERS = [health.router, models.router, versions.router, jobs.router, datasets.router]
+ROUTERS = [
+    health.router,
+    models.router,
+    versions.router,
+    jobs.router,
+    datasets.router,
+    predict.router,
+]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

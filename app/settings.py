@@ -42,6 +42,8 @@ class Settings(BaseSettings):
 
     ort_threads: int = Field(default=2, ge=1)
     session_cache_size: int = Field(default=4, ge=1)
+    import_default: bool = True
+    """``serve`` imports the built-in model ``blazepose-full`` on first start (background)."""
 
     task_time_limit: int = Field(default=3 * 3600, ge=1)
     """Hard Celery time limit per job, seconds (the soft limit is 60 s less)."""

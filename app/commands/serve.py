@@ -66,4 +66,10 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
     logger.info(
         "posecompress serving on http://%s:%d (data in %s)", settings.host, settings.port, data_dir
     )
-    return supervisor.run()
+    from app.commands.models import start_background_import, stop_background_import
+
+    importer = start_background_import(settings, env)
+    try:
+        return supervisor.run()
+    finally:
+        stop_background_import(importer)

@@ -1,0 +1,246 @@
+"""``POST /predict``, ``POST /predict/batch`` and the per-version alias
+``POST /models/{name}/versions/{ref}/predict``: keypoints of the people in photos.
+
+Decoding and inference run in the threadpool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from app.api.deps import SettingsDep, StoreDep
+from app.errors import ApiError
+from app.schemas import ErrorBody, ErrorResponse
+from app.serving.images import decode_image
+from app.serving.predictor import Prediction, Predictor, ServedVersion
+from app.serving.schemas import BatchItem, BatchPredictionPublic, ImageSize, PredictionPublic
+from app.settings import Settings
+from model_store import Store
+from pose_core.builtin import BUILTIN_MODEL_NAME
+
+router = APIRouter(
+    tags=["predict"],
+    responses={
+        404: {"model": ErrorResponse},
+        413: {"model": ErrorResponse},
+        415: {"model": ErrorResponse},
+        422: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
+)
+
+MAX_BATCH_IMAGES = 32
+_predictor_lock = threading.Lock()
+
+ModelField = Annotated[str, Form(description="model name")]
+VersionField = Annotated[str, Form(description="version number or alias")]
+MaxPeopleField = Annotated[int, Form(ge=0, le=100, description="detections examined, at most")]
+MinScoreField = Annotated[float, Form(ge=0.0, le=1.0, description="minimum person score")]
+FormatField = Annotated[Literal["json", "png"] | None, Form(description="png: draw skeletons")]
+FormatQuery = Annotated[Literal["json", "png"] | None, Query(alias="format")]
+
+
+def get_predictor(request: Request) -> Predictor:
+    """The app's predictor, built on first use (one session cache per process)."""
+    state = request.app.state
+    with _predictor_lock:
+        predictor: Predictor | None = getattr(state, "predictor", None)
+        if predictor is None or predictor.store is not state.store:
+            settings: Settings = state.settings
+            predictor = Predictor(
+                state.store, threads=settings.ort_threads, cache_size=settings.session_cache_size
+            )
+            state.predictor = predictor
+    return predictor
+
+
+async def _read_limited(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "image_too_large", f"the image exceeds the limit of {limit} bytes")
+    return data
+
+
+def _predict_one(
+    predictor: Predictor,
+    served: ServedVersion,
+    data: bytes,
+    settings: Settings,
+    max_people: int,
+    min_score: float,
+) -> Prediction:
+    start = time.perf_counter()
+    image = decode_image(
+        data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+    )
+    decoded = time.perf_counter()
+    prediction = predictor.predict(served, image, max_people, min_score)
+    prediction.timings["decode"] = decoded - start
+    prediction.timings["total"] = time.perf_counter() - start
+    return prediction
+
+
+def _server_timing(timings: dict[str, float]) -> str:
+    order = ["decode", "detect", "landmarks", "draw", "total"]
+    return ", ".join(f"{k};dur={timings[k] * 1e3:.1f}" for k in order if k in timings)
+
+
+def _png(prediction: Prediction) -> bytes:
+    from pose_core.inference.drawing import draw_people
+
+    assert prediction.image is not None
+    drawn = draw_people(prediction.image.image, prediction.people)
+    buffer = io.BytesIO()
+    drawn.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def _predict_response(
+    request: Request,
+    store: Store,
+    settings: Settings,
+    image: UploadFile,
+    model: str,
+    version: str,
+    max_people: int,
+    min_score: float,
+    output: str | None,
+) -> Response:
+    del store  # the predictor holds it
+    predictor = get_predictor(request)
+    data = await _read_limited(image, settings.max_image_bytes)
+    served = await run_in_threadpool(predictor.served_version, model, version)
+    prediction = await run_in_threadpool(
+        _predict_one, predictor, served, data, settings, max_people, min_score
+    )
+    if output == "png":
+        start = time.perf_counter()
+        body = await run_in_threadpool(_png, prediction)
+        prediction.timings["draw"] = time.perf_counter() - start
+        prediction.timings["total"] += prediction.timings["draw"]
+        return Response(
+            body,
+            media_type="image/png",
+            headers={"Server-Timing": _server_timing(prediction.timings)},
+        )
+    payload = PredictionPublic.of(prediction).model_dump_json()
+    return Response(
+        payload,
+        media_type="application/json",
+        headers={"Server-Timing": _server_timing(prediction.timings)},
+    )
+
+
+_PREDICT_DOC = {
+    "response_model": PredictionPublic,
+    "responses": {
+        200: {"content": {"image/png": {}}, "description": "JSON, or PNG with format=png"}
+    },
+}
+
+
+@router.post("/predict", **_PREDICT_DOC)  # type: ignore[arg-type]
+async def predict(
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    image: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo")],
+    model: ModelField = BUILTIN_MODEL_NAME,
+    version: VersionField = "latest",
+    max_people: MaxPeopleField = 10,
+    min_score: MinScoreField = 0.5,
+    format: FormatField = None,
+    format_query: FormatQuery = None,
+) -> Response:
+    """People in one photo: box, score and 17 COCO keypoints in image pixels (or, with
+    ``format=png``, the photo with skeletons drawn). ``Server-Timing`` gives the stages."""
+    return await _predict_response(
+        request,
+        store,
+        settings,
+        image,
+        model,
+        version,
+        max_people,
+        min_score,
+        format or format_query,
+    )
+
+
+@router.post("/models/{name}/versions/{ref}/predict", **_PREDICT_DOC)  # type: ignore[arg-type]
+async def predict_version(
+    name: str,
+    ref: str,
+    request: Request,
+    store: StoreDep,
+    settings: SettingsDep,
+    image: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo")],
+    max_people: MaxPeopleField = 10,
+    min_score: MinScoreField = 0.5,
+    format: FormatField = None,
+    format_query: FormatQuery = None,
+) -> Response:
+    """``POST /predict`` for the version ``ref`` (number or alias) of model ``name``."""
+    return await _predict_response(
+        request,
+        store,
+        settings,
+        image,
+        name,
+        ref,
+        max_people,
+        min_score,
+        format or format_query,
+    )
+
+
+@router.post("/predict/batch", response_model=BatchPredictionPublic)
+async def predict_batch(
+    request: Request,
+    settings: SettingsDep,
+    images: Annotated[list[UploadFile], File(description="several photos")],
+    model: ModelField = BUILTIN_MODEL_NAME,
+    version: VersionField = "latest",
+    max_people: MaxPeopleField = 10,
+    min_score: MinScoreField = 0.5,
+) -> Response:
+    """Several photos of one version; each result is people or that image's error."""
+    if len(images) > MAX_BATCH_IMAGES:
+        raise ApiError(422, "too_many_images", f"at most {MAX_BATCH_IMAGES} images per batch")
+    predictor = get_predictor(request)
+    served = await run_in_threadpool(predictor.served_version, model, version)
+    results: list[BatchItem] = []
+    totals: dict[str, float] = {}
+    for index, upload in enumerate(images):
+        try:
+            data = await _read_limited(upload, settings.max_image_bytes)
+            prediction = await run_in_threadpool(
+                _predict_one, predictor, served, data, settings, max_people, min_score
+            )
+        except ApiError as exc:
+            error = ErrorBody(code=exc.code, message=exc.message, detail=exc.detail)
+            results.append(BatchItem(index=index, filename=upload.filename, error=error))
+            continue
+        public = PredictionPublic.of(prediction)
+        results.append(
+            BatchItem(
+                index=index,
+                filename=upload.filename,
+                image=ImageSize(width=prediction.width, height=prediction.height),
+                people=public.people,
+            )
+        )
+        for key, value in prediction.timings.items():
+            totals[key] = totals.get(key, 0.0) + value
+    body = BatchPredictionPublic(model=model, version=served.version.number, results=results)
+    return Response(
+        body.model_dump_json(exclude_none=True),
+        media_type="application/json",
+        headers={"Server-Timing": _server_timing(totals)},
+    )

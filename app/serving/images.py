@@ -1,0 +1,73 @@
+"""Decoding uploaded photos safely: size and pixel limits, truncation, EXIF orientation."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import ApiError
+
+ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray
+    """(H, W, 3) uint8 RGB, EXIF orientation applied."""
+    image: Image.Image
+    """The same pixels as a PIL RGB image (for drawing)."""
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
+    """Decode JPEG/PNG/WebP bytes into RGB pixels.
+
+    Raises:
+        ApiError: 422 ``invalid_image`` (empty, not an image, truncated or corrupt),
+            415 ``unsupported_media_type`` (another image format), 413 ``image_too_large``
+            (more than ``max_bytes`` bytes or ``max_pixels`` pixels: decompression bombs).
+    """
+    if not data:
+        raise ApiError(422, "invalid_image", "the image is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise ApiError(413, "image_too_large", f"the image exceeds the limit of {max_bytes} bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.format not in ACCEPTED_FORMATS:
+                raise ApiError(
+                    415,
+                    "unsupported_media_type",
+                    f"image format {image.format} is not accepted; send JPEG, PNG or WebP",
+                )
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ApiError(
+                    413,
+                    "image_too_large",
+                    f"the image has {width} x {height} pixels, over the limit of {max_pixels}",
+                )
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+            rgb = upright.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ApiError(413, "image_too_large", f"decompression bomb refused: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise ApiError(422, "invalid_image", "the file is not a JPEG, PNG or WebP image") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # truncated or corrupt data
+        raise ApiError(422, "invalid_image", f"the image cannot be decoded: {exc}") from exc
+    if rgb.width == 0 or rgb.height == 0:
+        raise ApiError(422, "invalid_image", "the image has no pixels")
+    return DecodedImage(pixels=np.asarray(rgb), image=rgb)
