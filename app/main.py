@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import datasets, health, jobs, models, predict, versions
+from app.api.routes import compression, datasets, health, jobs, models, predict, versions
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
 from app.settings import Settings, get_settings
@@ -17,6 +17,7 @@ ROUTERS = [
     health.router,
     models.router,
     versions.router,
+    compression.router,
     jobs.router,
     datasets.router,
     predict.router,

@@ -151,3 +151,40 @@ class DatasetPublic(BaseModel):
 class HealthPublic(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+class CompressRequest(BaseModel):
+    """Body of ``POST /models/{name}/versions/{v}/compress``. Each recipe step is a method
+    config ``{"method": "quantize" | "prune" | "lowrank" | "distill", ...fields}``."""
+
+    recipe: list[dict[str, Any]] = Field(min_length=1, max_length=16)
+    dataset: str = Field(description="training / calibration dataset id")
+    eval_dataset: str | None = Field(default=None, description="labelled dataset id for AP/PCK")
+    keep_intermediate: bool = Field(default=False, description="a version for every step")
+    augment_copies: int = Field(default=1, ge=0, le=32, description="augmented copies per crop")
+    max_crops: int | None = Field(default=None, ge=1, description="person crops to use")
+    latency_rounds: int = Field(default=30, ge=1, le=1000)
+    seed: int = 0
+
+
+class EvaluateRequest(BaseModel):
+    dataset: str = Field(description="labelled dataset id")
+    mode: Literal["gt_boxes", "gt-boxes", "detector"] = "gt_boxes"
+
+
+class CompareRow(BaseModel):
+    version: int
+    fields: dict[str, Any]
+    ratios: dict[str, float]
+
+
+class CompareTable(BaseModel):
+    """One row per version: every report field flattened (``a.b.c``), and the ratio of each
+    numeric field to the first listed version's."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    model: str
+    baseline: int
+    columns: list[str]
+    rows: list[CompareRow]

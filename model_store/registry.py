@@ -127,9 +127,12 @@ class ModelRegistry:
         artifacts: Mapping[str, Path],
         *,
         report: Mapping[str, Any] | None = None,
+        shared: Mapping[str, ArtifactInfo] | None = None,
     ) -> VersionInfo:
         """Store every artifact file (role -> path), verify each, then mark ``ready``.
 
+        ``shared`` (role -> an artifact of another version) references blobs already in
+        the store by sha256 (re-verified, not copied), e.g. a parent's detector.
         The version becomes visible only after all blobs are durable and re-hashed.
         """
         if not artifacts:
@@ -139,6 +142,10 @@ class ModelRegistry:
             blob = self.blobs.put_file(path)
             self.blobs.verify(blob)
             stored[role] = (path.name, blob)
+        for role, info in (shared or {}).items():
+            blob = Blob(info.sha256, info.size)
+            self.blobs.verify(blob)
+            stored[role] = (info.filename, blob)
         with self.db.session() as s:
             row = self._version_row(s, self._model_row(s, model), number, lock=True)
             if row.status != "pending":

@@ -20,7 +20,7 @@ from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-TASK_MODULES = ["workers.tasks.export_onnx"]
+TASK_MODULES = ["workers.tasks.export_onnx", "workers.tasks.compress", "workers.tasks.evaluate"]
 QUEUE = "posecompress"
 
 

@@ -1,0 +1,163 @@
+"""Compression and evaluation jobs of a version, its report, and the comparison table:
+
+- ``POST /models/{name}/versions/{v}/compress`` (recipe checked before queueing)
+- ``POST /models/{name}/versions/{v}/evaluate``
+- ``GET /models/{name}/versions/{v}/report``
+- ``GET /models/{name}/compare?versions=1,2,3``
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+
+from app.api.deps import CeleryDep, StoreDep, WriteGuard
+from app.api.routes.versions import find_version
+from app.errors import ApiError
+from app.jobs import accepted, enqueue_job
+from app.report_table import compare_rows
+from app.schemas import (
+    CompareRow,
+    CompareTable,
+    CompressRequest,
+    ErrorResponse,
+    EvaluateRequest,
+    JobPublic,
+)
+from model_store import VersionInfo
+
+router = APIRouter(
+    prefix="/models/{name}",
+    tags=["compression"],
+    dependencies=[WriteGuard],
+    responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
+)
+
+TORCH_ROLES = {"recipe", "weights"}
+ONNX_METHODS = {"quantize"}  # methods that run on an ONNX graph (the others need torch)
+
+
+def validate_recipe(steps: list[dict[str, Any]], parent: VersionInfo) -> list[dict[str, Any]]:
+    """Typed configs of every step (as JSON), or 422 naming the step and the problem."""
+    from pydantic import ValidationError
+
+    from pose_core.compression.base import UnknownMethodError
+    from pose_core.compression.registry import known_methods, parse_config
+
+    configs = []
+    for index, step in enumerate(steps):
+        try:
+            configs.append(parse_config(step))
+        except UnknownMethodError as exc:
+            raise ApiError(
+                422,
+                "unknown_method",
+                f"recipe step {index}: {exc}",
+                {"step": index, "known_methods": known_methods()},
+            ) from exc
+        except ValidationError as exc:
+            errors = jsonable_encoder(exc.errors(include_url=False, include_context=False))
+            raise ApiError(
+                422,
+                "invalid_recipe",
+                f"recipe step {index} ({step.get('method')}): {exc.error_count()} invalid field(s)",
+                {"step": index, "errors": errors},
+            ) from exc
+    torch_form = {a.role for a in parent.artifacts} >= TORCH_ROLES
+    onnx_only_from = None if torch_form else 0
+    for index, config in enumerate(configs):
+        if config.method in ONNX_METHODS:
+            onnx_only_from = index if onnx_only_from is None else onnx_only_from
+        elif onnx_only_from is not None:
+            reason = (
+                f"step {onnx_only_from} ({configs[onnx_only_from].method}) yields an ONNX graph"
+                if torch_form or onnx_only_from > 0
+                else f"{parent.model} v{parent.number} has no torch form (recipe + weights)"
+            )
+            raise ApiError(
+                422,
+                "unsupported_recipe",
+                f"recipe step {index} ({config.method}) needs a torch model but {reason}; "
+                f"only {sorted(ONNX_METHODS)} can run on ONNX",
+                {"step": index},
+            )
+    return [c.model_dump(mode="json") for c in configs]
+
+
+@router.post(
+    "/versions/{ref}/compress",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+def start_compression(
+    name: str, ref: str, body: CompressRequest, store: StoreDep, celery: CeleryDep
+) -> JSONResponse:
+    """Start a ``compress`` job: run ``recipe`` on this version with crops of ``dataset``,
+    store the result as a new version (each step's with ``keep_intermediate``) with its
+    report. Every step is validated first (422 with the known methods or the field errors).
+    Poll ``Location``."""
+    parent = store.models.resolve(name, ref)
+    recipe = validate_recipe(body.recipe, parent)
+    store.datasets.get(body.dataset)
+    if body.eval_dataset is not None:
+        store.datasets.get(body.eval_dataset)
+    params = {"model": name, "version": parent.number, **body.model_dump(), "recipe": recipe}
+    return accepted(enqueue_job(store, celery, "compress", params))
+
+
+@router.post(
+    "/versions/{ref}/evaluate",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+def start_evaluation(
+    name: str, ref: str, body: EvaluateRequest, store: StoreDep, celery: CeleryDep
+) -> JSONResponse:
+    """Start an ``evaluate`` job: COCO AP / PCK of this version on a labelled dataset in
+    ground-truth-box or detector mode, attached to the version's report under
+    ``evaluation.<dataset id>.<mode>``. Poll ``Location``."""
+    version = store.models.resolve(name, ref)
+    dataset = store.datasets.get(body.dataset)
+    if not dataset.has_annotations:
+        raise ApiError(422, "unlabelled_dataset", f"dataset {dataset.id} has no annotations")
+    mode = "gt-boxes" if body.mode in ("gt_boxes", "gt-boxes") else "detector"
+    if mode == "detector" and not any(a.role == "detector" for a in version.artifacts):
+        raise ApiError(
+            422, "no_detector", f"{name} v{version.number} has no detector: use mode gt_boxes"
+        )
+    params = {"model": name, "version": version.number, "dataset": dataset.id, "mode": mode}
+    return accepted(enqueue_job(store, celery, "evaluate", params))
+
+
+@router.get("/versions/{ref}/report", response_model=dict[str, Any])
+def get_report(name: str, ref: str, store: StoreDep) -> dict[str, Any]:
+    """The version's report (compression measurements, evaluations); 404 if it has none."""
+    version = find_version(store, name, ref)
+    if not version.report:
+        raise ApiError(404, "not_found", f"{name} v{version.number} has no report")
+    return version.report
+
+
+@router.get("/compare", response_model=CompareTable)
+def compare_versions(
+    name: str,
+    store: StoreDep,
+    versions: Annotated[str, Query(description="comma-separated versions, e.g. 1,2,3")],
+) -> CompareTable:
+    """Every report field of each version, flattened, with ratios to the first listed."""
+    refs = [v.strip() for v in versions.split(",") if v.strip()]
+    if not refs:
+        raise ApiError(422, "invalid_argument", "versions: give at least one version")
+    found = [find_version(store, name, ref) for ref in refs]
+    columns, rows = compare_rows([(v.number, v.report) for v in found])
+    return CompareTable(
+        model=name,
+        baseline=found[0].number,
+        columns=columns,
+        rows=[CompareRow(version=n, fields=f, ratios=r) for n, f, r in rows],
+    )

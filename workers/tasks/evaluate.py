@@ -1,0 +1,76 @@
+"""Job ``evaluate``: COCO AP / PCK / per-keypoint errors of a stored version on a stored,
+labelled dataset, through the inference pipeline serving runs (ONNX Runtime), attached to
+the version's report under ``report["evaluation"][<dataset id>][<mode>]``.
+
+Params (JSON, validated by the API): ``model`` (str), ``version`` (int), ``dataset`` (id),
+``mode`` (``gt-boxes`` | ``detector``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from model_store import Store, VersionInfo
+from workers.celery_app import celery_app, task_name
+from workers.runtime import JobContext, JobError, JobResult, run_job
+from workers.version_pipeline import has_role, version_pipeline
+
+KIND = "evaluate"
+
+
+def evaluate_version(
+    store: Store,
+    version: VersionInfo,
+    dataset_dir: Any,
+    mode: str,
+    threads: int,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """The evaluation report (JSON-able dict) of ``version`` on a dataset directory."""
+    from pose_core.evaluation import EvaluationMode, evaluate_dataset
+
+    chosen = EvaluationMode(mode)
+    if chosen is EvaluationMode.DETECTOR and not has_role(version, "detector"):
+        raise JobError(
+            f"{version.model} v{version.number} has no 'detector' artifact: use mode gt-boxes"
+        )
+    pipeline = version_pipeline(store, version, threads)
+    return evaluate_dataset(pipeline, dataset_dir, chosen, progress=progress).to_dict()
+
+
+def evaluate_job(ctx: JobContext) -> JobResult:
+    params = ctx.params
+    name, dataset_id, mode = str(params["model"]), str(params["dataset"]), str(params["mode"])
+    version = ctx.store.models.resolve(name, int(params["version"]))
+    dataset = ctx.store.datasets.get(dataset_id)
+    if not dataset.has_annotations:
+        raise JobError(f"dataset {dataset_id} has no annotations.json: nothing to evaluate")
+    ctx.progress(0.0, f"evaluating {name} v{version.number} ({mode})", force=True)
+
+    def on_image(done: int, total: int) -> None:
+        ctx.progress(0.95 * done / total, f"image {done}/{total}", force=done == total)
+
+    report = evaluate_version(
+        ctx.store,
+        version,
+        ctx.store.datasets.path(dataset_id),
+        mode,
+        ctx.settings.ort_threads,
+        on_image,
+    )
+    report["dataset_name"] = dataset.name
+    ctx.check_cancelled()
+    current = ctx.store.models.get_version(name, version.number).report or {}
+    evaluations = dict(current.get("evaluation") or {})
+    evaluations[dataset_id] = {**evaluations.get(dataset_id, {}), mode: report}
+    ctx.store.models.update_report(name, version.number, {"evaluation": evaluations})
+    return JobResult(
+        name, version.number, f"v{version.number} {mode} AP {report['ap']:.4f} on {dataset_id}"
+    )
+
+
+@celery_app.task(name=task_name(KIND), bind=True, max_retries=None)
+def evaluate(self: Task, job_id: str) -> None:
+    run_job(self, job_id, evaluate_job)

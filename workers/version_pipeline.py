@@ -1,0 +1,72 @@
+"""Stored versions as runnable models: the torch form (roles ``recipe`` + ``weights``), the
+ONNX graph (role ``model``) and the inference pipeline serving runs (landmark ONNX + the
+optional ``detector`` ONNX through ONNX Runtime). Used by the ``compress`` and ``evaluate``
+jobs and by ``posecompress eval``."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from model_store import NotFoundError, Store, VersionInfo
+
+if TYPE_CHECKING:
+    from pose_core.compression.base import CompressibleModel
+    from pose_core.inference.pipeline import PosePipeline
+
+TORCH_ROLES = ("recipe", "weights")
+
+
+def has_role(version: VersionInfo, role: str) -> bool:
+    return any(a.role == role for a in version.artifacts)
+
+
+def has_torch_form(version: VersionInfo) -> bool:
+    return all(has_role(version, role) for role in TORCH_ROLES)
+
+
+def artifact_bytes(store: Store, version: VersionInfo, role: str) -> bytes:
+    """A verified artifact's bytes (sha256 re-checked)."""
+    return store.models.artifact_path(version.model, version.number, role).read_bytes()
+
+
+def load_compressible(store: Store, version: VersionInfo) -> CompressibleModel:
+    """The torch ``GraphModel`` when the version has ``recipe`` + ``weights``, else its ONNX
+    graph as an ``OnnxModel`` (which only ONNX-level methods such as quantize accept)."""
+    from pose_core.compression.base import OnnxModel
+
+    if has_torch_form(version):
+        from safetensors.torch import load
+
+        from pose_core.models.graph import GraphModel
+
+        recipe = json.loads(artifact_bytes(store, version, "recipe"))
+        weights = load(artifact_bytes(store, version, "weights"))
+        return GraphModel.from_recipe(recipe, weights)
+    return OnnxModel(onnx_bytes=artifact_bytes(store, version, "model"))
+
+
+def version_pipeline(store: Store, version: VersionInfo, threads: int) -> PosePipeline:
+    """The detector -> crops -> landmark pipeline of a stored BlazePose-family version, run by
+    ONNX Runtime (the detector only when the version has a ``detector`` artifact)."""
+    from pose_core.inference.landmarks import BlazePoseLandmarkModel
+    from pose_core.inference.pipeline import PosePipeline
+    from pose_core.inference.runtime import OnnxRunner
+
+    landmark = BlazePoseLandmarkModel(
+        OnnxRunner(store.models.artifact_path(version.model, version.number), threads)
+    )
+    detector = None
+    if has_role(version, "detector"):
+        detector = OnnxRunner(
+            store.models.artifact_path(version.model, version.number, "detector"), threads
+        )
+    return PosePipeline(landmark, detector)
+
+
+def parse_model_ref(text: str) -> tuple[str, str]:
+    """``NAME[:VERSION]`` -> (name, version or alias; default ``latest``)."""
+    name, _, ref = text.partition(":")
+    if not name:
+        raise NotFoundError(f"no model name in {text!r}")
+    return name, ref or "latest"
