@@ -117,6 +117,26 @@ def test_kept_fp32_nodes_really_run_fp32(tiny_onnx: bytes, crops: np.ndarray) ->
     ) < (qm.landmark_error_px(ref, qm.run_first_output(q.SerializeToString(), crops[-4:])) + 1e-6)
 
 
+def test_fp32_node_after_folded_relu6_keeps_the_clipping(crops: np.ndarray) -> None:
+    """ORT folds ReLU6 into the Q/DQ pair and drops that pair in front of a fp32 node."""
+    torch.manual_seed(0)
+    net = TinyPoseNet().eval()
+    with torch.no_grad():
+        net.dw.weight.mul_(20.0)  # most depthwise outputs now exceed 6: the clamp matters
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(net, torch.rand(1, 3, 32, 32), buf, input_names=["input"],
+                          output_names=["landmarks"], dynamo=False)
+    fp32 = qg.preprocess_fp32(onnx.load_from_string(buf.getvalue()))
+    q = qg.quantize_qdq(fp32, _ranges(buf.getvalue(), crops, "minmax"), per_channel=True)
+    ref = qm.run_first_output(fp32.SerializeToString(), crops[-8:])
+    full = qm.landmark_error_px(ref, qm.run_first_output(q.SerializeToString(), crops[-8:]))
+    pw = next(n for n in qg.weighted_nodes(fp32) if "pw" in n)
+    mixed = qm.keep_fp32(q, fp32, [pw])
+    error = qm.landmark_error_px(ref, qm.run_first_output(mixed.SerializeToString(), crops[-8:]))
+    assert error < 2.0 * full + 1e-3
+
+
 def test_budget_drives_fp32_fallback(tiny_onnx: bytes, crops: np.ndarray) -> None:
     config = QuantizeConfig(calibrator="minmax", max_landmark_error_px=1e-6, max_fp32_nodes=2)
     result = compress(OnnxModel(tiny_onnx), config, crops)
