@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     session_cache_size: int = Field(default=4, ge=1)
     import_default: bool = True
     """``serve`` imports the built-in model ``blazepose-full`` on first start (background)."""
+    asset_dir: Path | None = None
+    """Cache of the mediapipe wheel / BlazePose ``.tflite`` files; default ``data_dir/assets``."""
 
     task_time_limit: int = Field(default=3 * 3600, ge=1)
     """Hard Celery time limit per job, seconds (the soft limit is 60 s less)."""
@@ -62,6 +64,12 @@ class Settings(BaseSettings):
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_asset_dir(self) -> Path:
+        if self.asset_dir is not None:
+            return self.asset_dir.expanduser().resolve()
+        return self.resolved_data_dir / "assets"
 
     @property
     def effective_database_url(self) -> str:

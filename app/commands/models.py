@@ -37,7 +37,7 @@ def run_import_default(_args: argparse.Namespace, settings: Settings) -> int:
 
     store = open_store(settings.effective_database_url, settings.resolved_data_dir)
     try:
-        version, created = import_default(store)
+        version, created = import_default(store, assets=settings.resolved_asset_dir)
     except AssetUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

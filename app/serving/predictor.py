@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,26 +52,6 @@ class ServedVersion:
     manifest: dict[str, Any]
     model_blob: Blob
     detector_blob: Blob | None
-
-
-def heatmap_settings(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """Arguments of :class:`~pose_core.inference.heatmap.HeatmapModel` from a ``heatmap``
-    manifest: ``input_size`` [height, width] (or one int), ``mean``/``std`` (3 values in
-    [0, 1] pixel units; defaults ImageNet), ``channel_order`` rgb|bgr, ``keypoints``
-    (``coco17`` or the K channel names)."""
-    size = manifest.get("input_size")
-    if isinstance(size, int):
-        size = [size, size]
-    if not (isinstance(size, list | tuple) and len(size) == 2):
-        raise ValueError("manifest input_size must be [height, width]")
-    height, width = (int(v) for v in size)
-    return {
-        "input_size": (width, height),
-        "mean": [float(v) for v in manifest.get("mean", (0.485, 0.456, 0.406))],
-        "std": [float(v) for v in manifest.get("std", (0.229, 0.224, 0.225))],
-        "channel_order": str(manifest.get("channel_order", "rgb")).lower(),
-        "keypoint_names": manifest.get("keypoints", "coco17"),
-    }
 
 
 class Predictor:
@@ -161,11 +140,12 @@ class Predictor:
             from pose_core.inference.landmarks import BlazePoseLandmarkModel
 
             return BlazePoseLandmarkModel(runner)
+        from pose_core.importers.uploads import UploadRejected, heatmap_model_args
         from pose_core.inference.heatmap import HeatmapModel
 
         try:
-            return HeatmapModel(runner, **heatmap_settings(served.manifest))
-        except ValueError as exc:
+            return HeatmapModel(runner, **heatmap_model_args(served.manifest))
+        except UploadRejected as exc:
             raise ApiError(422, "not_servable", f"bad heatmap manifest: {exc}") from exc
 
     def predict(
