@@ -46,22 +46,29 @@ def load_compressible(store: Store, version: VersionInfo) -> CompressibleModel:
     return OnnxModel(onnx_bytes=artifact_bytes(store, version, "model"))
 
 
-def version_pipeline(store: Store, version: VersionInfo, threads: int) -> PosePipeline:
-    """The detector -> crops -> landmark pipeline of a stored BlazePose-family version, run by
-    ONNX Runtime (the detector only when the version has a ``detector`` artifact)."""
-    from pose_core.inference.landmarks import BlazePoseLandmarkModel
-    from pose_core.inference.pipeline import PosePipeline
-    from pose_core.inference.runtime import OnnxRunner
+class PipelineUnavailable(Exception):
+    """The version cannot run as a pose pipeline (no pose manifest, no detector, ...)."""
 
-    landmark = BlazePoseLandmarkModel(
-        OnnxRunner(store.models.artifact_path(version.model, version.number), threads)
-    )
-    detector = None
-    if has_role(version, "detector"):
-        detector = OnnxRunner(
-            store.models.artifact_path(version.model, version.number, "detector"), threads
-        )
-    return PosePipeline(landmark, detector)
+
+def version_pipeline(
+    store: Store, version: VersionInfo, threads: int, *, with_detector: bool
+) -> PosePipeline:
+    """The pipeline serving runs for this version (``app.serving.predictor.Predictor``: manifest
+    ``kind`` and detector inherited through the lineage, ONNX Runtime sessions). Without
+    ``with_detector`` only ``predict_in_rects`` (ground-truth boxes) is needed, so a version
+    with no detector anywhere still runs."""
+    from app.errors import ApiError
+    from app.serving.predictor import Predictor
+    from pose_core.inference.pipeline import PosePipeline
+
+    predictor = Predictor(store, threads=threads, cache_size=1)
+    try:
+        served = predictor.served_version(version.model, version.number)
+        if with_detector or served.detector_blob is not None:
+            return predictor.pipeline(served)
+        return PosePipeline(predictor._keypoint_model(served), None)
+    except ApiError as exc:
+        raise PipelineUnavailable(exc.message) from exc
 
 
 def parse_model_ref(text: str) -> tuple[str, str]:

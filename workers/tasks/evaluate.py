@@ -15,7 +15,7 @@ from celery import Task
 from model_store import Store, VersionInfo
 from workers.celery_app import celery_app, task_name
 from workers.runtime import JobContext, JobError, JobResult, run_job
-from workers.version_pipeline import has_role, version_pipeline
+from workers.version_pipeline import PipelineUnavailable, version_pipeline
 
 KIND = "evaluate"
 
@@ -32,11 +32,12 @@ def evaluate_version(
     from pose_core.evaluation import EvaluationMode, evaluate_dataset
 
     chosen = EvaluationMode(mode)
-    if chosen is EvaluationMode.DETECTOR and not has_role(version, "detector"):
-        raise JobError(
-            f"{version.model} v{version.number} has no 'detector' artifact: use mode gt-boxes"
+    try:
+        pipeline = version_pipeline(
+            store, version, threads, with_detector=chosen is EvaluationMode.DETECTOR
         )
-    pipeline = version_pipeline(store, version, threads)
+    except PipelineUnavailable as exc:
+        raise JobError(str(exc)) from exc
     return evaluate_dataset(pipeline, dataset_dir, chosen, progress=progress).to_dict()
 
 

@@ -126,10 +126,6 @@ def start_evaluation(
     if not dataset.has_annotations:
         raise ApiError(422, "unlabelled_dataset", f"dataset {dataset.id} has no annotations")
     mode = "gt-boxes" if body.mode in ("gt_boxes", "gt-boxes") else "detector"
-    if mode == "detector" and not any(a.role == "detector" for a in version.artifacts):
-        raise ApiError(
-            422, "no_detector", f"{name} v{version.number} has no detector: use mode gt_boxes"
-        )
     params = {"model": name, "version": version.number, "dataset": dataset.id, "mode": mode}
     return accepted(enqueue_job(store, celery, "evaluate", params))
 

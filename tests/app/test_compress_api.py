@@ -1,0 +1,210 @@
+"""The compression / evaluation API surface that answers before any worker runs: recipe
+validation (422), unknown datasets (404), the report and the comparison table."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from service_support import TEST_DATA, assert_error_shape, dataset_zip
+
+from model_store import Store
+from tests.pose_core.compression_tiny import tiny_pose_model
+
+PRUNE_STEP = {"method": "prune", "ratio": 0.3, "recovery": {"steps": 2, "batch_size": 2}}
+
+
+def dev_subset_zip() -> bytes:
+    """The labelled photos of tests/data/dev_subset as a dataset zip."""
+    folder = TEST_DATA / "dev_subset"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.write(folder / "annotations.json", "annotations.json")
+        for image in sorted((folder / "images").iterdir()):
+            archive.write(image, f"images/{image.name}")
+    return buffer.getvalue()
+
+
+def export_tiny_graph_model(folder: Path) -> dict[str, Path]:
+    """The tiny BlazePose-shaped GraphModel's files by role: ``model`` (ONNX), ``recipe``,
+    ``weights``."""
+    from pose_core.export import export_onnx
+    from pose_core.models.graph import save_graph_model
+
+    model = tiny_pose_model()
+    recipe, weights = save_graph_model(model, folder)
+    onnx = export_onnx(model, folder / "model.onnx", (1, 3, 256, 256))
+    return {"model": onnx, "recipe": recipe, "weights": weights}
+
+
+def store_version_1(store: Store, name: str, files: dict[str, Path]) -> int:
+    pending = store.models.create_pending_version(
+        name, format="onnx", manifest={"kind": "blazepose"}
+    )
+    return store.models.finalize_version(name, pending.number, files).number
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return export_tiny_graph_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def tiny(client: TestClient, tiny_files: dict[str, Path]) -> str:
+    store_version_1(client.app.state.store, "tiny", tiny_files)  # type: ignore[attr-defined]
+    return "tiny"
+
+
+@pytest.fixture
+def dataset_id(client: TestClient) -> str:
+    response = client.post("/datasets", files={"file": ("d.zip", dev_subset_zip())})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def _compress(client: TestClient, recipe: list[dict[str, Any]], dataset: str, **extra: Any) -> Any:
+    return client.post(
+        "/models/tiny/versions/1/compress", json={"recipe": recipe, "dataset": dataset, **extra}
+    )
+
+
+def test_compress_answers_202_with_a_job_and_its_location(
+    client: TestClient, tiny: str, dataset_id: str
+) -> None:
+    response = _compress(client, [PRUNE_STEP], dataset_id, eval_dataset=dataset_id)
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert response.headers["location"] == f"/jobs/{job['job_id']}"
+    assert job["kind"] == "compress" and job["status"] == "queued"
+    step = job["params"]["recipe"][0]
+    assert step["method"] == "prune" and step["ratio"] == 0.3
+    assert step["recovery"]["steps"] == 2  # the typed config, defaults filled in
+    assert "importance" in step
+    assert job["params"]["version"] == 1 and job["params"]["eval_dataset"] == dataset_id
+
+
+def test_unknown_method_is_422_listing_the_known_ones(
+    client: TestClient, tiny: str, dataset_id: str
+) -> None:
+    response = _compress(client, [PRUNE_STEP, {"method": "sparsify"}], dataset_id)
+    assert response.status_code == 422
+    body = response.json()
+    assert_error_shape(body, "unknown_method")
+    assert body["error"]["detail"]["step"] == 1
+    assert {"quantize", "prune", "lowrank", "distill"} <= set(
+        body["error"]["detail"]["known_methods"]
+    )
+    assert client.get("/jobs").json() == []
+
+
+@pytest.mark.parametrize(
+    ("step", "field"),
+    [
+        ({"method": "prune", "ratio": 1.5}, "ratio"),
+        ({"method": "lowrank", "no_such_field": 1}, "no_such_field"),
+        ({"method": "quantize", "calibrator": "magic"}, "calibrator"),
+    ],
+)
+def test_bad_config_is_422_with_the_field_errors(
+    client: TestClient, tiny: str, dataset_id: str, step: dict[str, Any], field: str
+) -> None:
+    response = _compress(client, [step], dataset_id)
+    assert response.status_code == 422
+    body = response.json()
+    assert_error_shape(body, "invalid_recipe")
+    assert body["error"]["detail"]["step"] == 0
+    assert any(field in err["loc"] for err in body["error"]["detail"]["errors"])
+
+
+def test_torch_steps_after_int8_or_on_onnx_only_versions_are_422(
+    client: TestClient, tiny: str, dataset_id: str, tiny_files: dict[str, Path]
+) -> None:
+    after_int8 = _compress(client, [{"method": "quantize"}, PRUNE_STEP], dataset_id)
+    assert after_int8.status_code == 422
+    assert_error_shape(after_int8.json(), "unsupported_recipe")
+    assert "step 0 (quantize)" in after_int8.json()["error"]["message"]
+
+    store = client.app.state.store  # type: ignore[attr-defined]
+    store_version_1(store, "graphless", {"model": tiny_files["model"]})
+    onnx_only = client.post(
+        "/models/graphless/versions/1/compress",
+        json={"recipe": [PRUNE_STEP], "dataset": dataset_id},
+    )
+    assert onnx_only.status_code == 422
+    assert "no torch form" in onnx_only.json()["error"]["message"]
+    quantize = client.post(
+        "/models/graphless/versions/1/compress",
+        json={"recipe": [{"method": "quantize"}], "dataset": dataset_id},
+    )
+    assert quantize.status_code == 202, quantize.text
+
+
+def test_unknown_dataset_model_or_version_is_404(
+    client: TestClient, tiny: str, dataset_id: str
+) -> None:
+    missing_dataset = _compress(client, [PRUNE_STEP], "no-such-dataset")
+    assert missing_dataset.status_code == 404
+    assert_error_shape(missing_dataset.json(), "not_found")
+    missing_eval = _compress(client, [PRUNE_STEP], dataset_id, eval_dataset="nope")
+    assert missing_eval.status_code == 404
+    body = {"recipe": [PRUNE_STEP], "dataset": dataset_id}
+    assert client.post("/models/nope/versions/1/compress", json=body).status_code == 404
+    assert client.post("/models/tiny/versions/9/compress", json=body).status_code == 404
+    assert client.get("/jobs").json() == []
+
+
+def test_evaluate_needs_a_labelled_dataset(client: TestClient, tiny: str, dataset_id: str) -> None:
+    unlabelled = client.post(
+        "/datasets", files={"file": ("u.zip", dataset_zip(with_annotations=False))}
+    ).json()["id"]
+    response = client.post(
+        "/models/tiny/versions/1/evaluate", json={"dataset": unlabelled, "mode": "gt_boxes"}
+    )
+    assert response.status_code == 422
+    assert_error_shape(response.json(), "unlabelled_dataset")
+    bad_mode = client.post(
+        "/models/tiny/versions/1/evaluate", json={"dataset": dataset_id, "mode": "oracle"}
+    )
+    assert bad_mode.status_code == 422
+    started = client.post(
+        "/models/tiny/versions/1/evaluate", json={"dataset": dataset_id, "mode": "gt_boxes"}
+    )
+    assert started.status_code == 202
+    assert started.json()["params"]["mode"] == "gt-boxes"
+
+
+def test_report_and_compare_table(client: TestClient, tiny: str, tmp_path: Path) -> None:
+    store = client.app.state.store  # type: ignore[attr-defined]
+    assert client.get("/models/tiny/versions/1/report").status_code == 404
+    source = tmp_path / "m.onnx"
+    source.write_bytes(b"not read by the table")
+    for params, latency in ((500, 4.0), (250, 3.0)):
+        pending = store.models.create_pending_version("tiny", format="onnx", parent=1)
+        store.models.finalize_version(
+            "tiny",
+            pending.number,
+            {"model": source},
+            report={"params": params, "latency_ms": {"p50": latency}, "method": "prune"},
+        )
+    report = client.get("/models/tiny/versions/3/report")
+    assert report.status_code == 200
+    assert report.json()["latency_ms"] == {"p50": 3.0}
+
+    table = client.get("/models/tiny/compare", params={"versions": "2,3,1"})
+    assert table.status_code == 200, table.text
+    body = table.json()
+    assert body["baseline"] == 2
+    assert [row["version"] for row in body["rows"]] == [2, 3, 1]
+    assert {"params", "latency_ms.p50", "method"} <= set(body["columns"])
+    second = body["rows"][1]
+    assert second["fields"]["latency_ms.p50"] == 3.0
+    assert second["ratios"]["params"] == pytest.approx(0.5)
+    assert second["ratios"]["latency_ms.p50"] == pytest.approx(0.75)
+    assert "method" not in second["ratios"]
+    assert body["rows"][2]["fields"] == {} and body["rows"][2]["ratios"] == {}
+    assert client.get("/models/tiny/compare", params={"versions": "2,7"}).status_code == 404
+    assert client.get("/models/tiny/compare", params={"versions": ","}).status_code == 422
