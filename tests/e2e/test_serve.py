@@ -86,7 +86,7 @@ def _slow_job(client: httpx.Client, tmp_path: Path) -> str:
     # A wider, larger model and many parity samples: tens of seconds of real ONNX work.
     model = export_tiny_onnx(tmp_path / "wide.onnx", width=32, size=128)
     upload_model(client, model, "wide")
-    started = client.post("/models/wide/versions/1/export", json={"verify_samples": 400})
+    started = client.post("/models/wide/versions/1/export", json={"verify_samples": 600})
     assert started.status_code == 202
     return str(started.json()["job_id"])
 
