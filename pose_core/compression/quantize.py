@@ -38,9 +38,6 @@ from pose_core.compression.registry import register
 
 logger = logging.getLogger(__name__)
 
-INPUT_SHAPE = (1, 3, 256, 256)
-
-
 class QuantizeConfig(MethodConfig):
     """Config of one quantization step (frozen, JSON round-trippable)."""
 
@@ -73,9 +70,10 @@ def quantize(model: CompressibleModel, config: QuantizeConfig, data: Any) -> Com
     from pose_core.compression import quantize_graph as qg
 
     started = time.monotonic()
-    fp32 = qg.preprocess_fp32(onnx.load_from_string(_onnx_bytes(model)))
+    crops = _crops(data)
+    fp32 = qg.preprocess_fp32(onnx.load_from_string(_onnx_bytes(model, (1, *crops.shape[1:]))))
     fp32_bytes = fp32.SerializeToString()
-    calib, holdout = _split(_crops(data), config, int(getattr(data, "seed", 0)))
+    calib, holdout = _split(crops, config, int(getattr(data, "seed", 0)))
     if config.mode == "fp16_weights":
         out = qg.to_fp16_weights(fp32)
         report = _size_report(fp32_bytes, out.SerializeToString())
@@ -104,14 +102,14 @@ def _result(
     )
 
 
-def _onnx_bytes(model: CompressibleModel) -> bytes:
+def _onnx_bytes(model: CompressibleModel, input_shape: tuple[int, ...]) -> bytes:
     if isinstance(model, OnnxModel):
         return model.onnx_bytes
     from pose_core.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="posecompress-export-") as tmp:
         path = Path(tmp, "model.onnx")
-        export_onnx(model, path, INPUT_SHAPE)
+        export_onnx(model, path, input_shape)
         return path.read_bytes()
 
 

@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INPUT_SHAPE = (1, 3, 256, 256)
-
-
 class PerChannelWeightFakeQuant(nn.Module):
     """Symmetric signed 8-bit fake quantization per output channel (axis 0)."""
 
@@ -136,6 +133,6 @@ def qat_finetune(
         parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
     with tempfile.TemporaryDirectory(prefix="posecompress-qat-") as tmp:
         path = Path(tmp, "qat.onnx")
-        export_onnx(student, path, INPUT_SHAPE)
+        export_onnx(student, path, (1, *calib.shape[1:]))
         fp32 = preprocess_fp32(onnx.load_model(path))
     return fp32, stats.as_dict()
