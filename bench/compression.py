@@ -42,7 +42,7 @@ def recipes(recovery: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         ],
         "lowrank": [{"method": "lowrank", "params_ratio": 0.68, "recovery": recovery}],
         "chain": [
-            {"method": "prune", "ratio": 0.3, "recovery": recovery},
+            {"method": "prune", "ratio": None, "target_macs_ratio": 0.68, "recovery": recovery},
             {"method": "distill", **recovery},
             quantize,
         ],
@@ -101,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--show-intermediate",
+        action="store_true",
+        help="also measure a chain's intermediate versions",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the reports here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -138,21 +143,32 @@ def main(argv: list[str] | None = None) -> int:
             parent, all_recipes[name], data, keep_intermediate=True
         )
         wall = time.monotonic() - start
-        final = results[-1].model
-        source = next(
-            (r.model for r in reversed(results) if not isinstance(r.model, OnnxModel)), parent
-        )
-        rep = measure_candidate(
-            final,
-            parent,
-            eval_crops,
-            eval_dataset_dir=args.dev,
-            source_torch=source if isinstance(final, OnnxModel) else None,
-            wall_time_s=wall,
-        )
-        reports[name] = {"measure": rep, "steps": [r.report for r in results]}
-        rows.append(table_row(name, rep, base, wall))
-        print(rows[-1], flush=True)
+        reports[name] = {"steps": [r.report for r in results]}
+        shown = results if args.show_intermediate else results[-1:]
+        for result in shown:
+            index = results.index(result)
+            label = (
+                name if index == len(results) - 1 else f"{name}[{index}:{result.report['method']}]"
+            )
+            source = next(
+                (
+                    r.model
+                    for r in reversed(results[: index + 1])
+                    if not isinstance(r.model, OnnxModel)
+                ),
+                parent,
+            )
+            rep = measure_candidate(
+                result.model,
+                parent,
+                eval_crops,
+                eval_dataset_dir=args.dev,
+                source_torch=source if isinstance(result.model, OnnxModel) else None,
+                wall_time_s=wall,
+            )
+            reports[name][label] = rep
+            rows.append(table_row(label, rep, base, wall))
+            print(rows[-1], flush=True)
     print(
         f"\nrecovery budget {args.recovery_s:.0f} s per distillation, batch {args.batch_size}, "
         f"lr {args.lr}, {len(train)} train crops, threads {args.threads}"

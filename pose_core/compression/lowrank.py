@@ -22,6 +22,7 @@ from pose_core.compression.base import CompressionError, CompressionResult, Meth
 from pose_core.compression.data import CompressionData
 from pose_core.compression.distill import RecoveryConfig, frozen_copy, recover
 from pose_core.compression.measure import count_macs_params, example_input
+from pose_core.compression.refit import Targets, refit_pointwise
 from pose_core.compression.registry import register
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ class LowRankConfig(MethodConfig):
     min_saving: float = Field(default=0.1, ge=0, lt=1)
     tucker_kxk: bool = True
     ignored_layers: tuple[str, ...] = ()  #: module-name prefixes left alone
+    #: least-squares refit of the factorized layers (and every dense conv) to the parent's features
+    refit: bool = True
+    refit_crops: int = Field(default=64, ge=1)
     recovery: RecoveryConfig = RecoveryConfig()
 
     @model_validator(mode="after")
@@ -199,6 +203,20 @@ def decompose(model: nn.Module, cfg: LowRankConfig, total_params: int) -> dict[s
     return {"energy": energy, "layers": {n: r for n, r in plan.items()}, "candidates": len(cands)}
 
 
+def _refit_targets(student: nn.Module, decomposed: dict[str, list[int]]) -> Targets:
+    """Every dense conv against the parent's conv of the same name; a factorized layer's last
+    conv against the parent's original layer."""
+    targets: dict[str, tuple[str, torch.Tensor | None]] = {}
+    for name, module in student.named_modules():
+        if name in decomposed and isinstance(module, nn.Sequential):
+            targets[f"{name}.{len(module) - 1}"] = (name, None)
+        elif isinstance(module, nn.Conv2d) and not any(
+            name.startswith(f"{d}.") for d in decomposed
+        ):
+            targets[name] = (name, None)
+    return targets
+
+
 @register(LowRankConfig)
 def lowrank(model: Any, config: LowRankConfig, data: CompressionData) -> CompressionResult:
     """Decompose a copy of ``model`` and recover it by distillation from ``model`` itself."""
@@ -216,6 +234,14 @@ def lowrank(model: Any, config: LowRankConfig, data: CompressionData) -> Compres
             100 * config.min_saving,
         )
     macs1, params1 = count_macs_params(student, example)
+    if config.refit and plan["layers"]:
+        plan["refit"] = refit_pointwise(
+            student,
+            frozen_copy(model),
+            data.train,
+            _refit_targets(student, plan["layers"]),
+            num_crops=config.refit_crops,
+        )
     for p in student.parameters():
         p.requires_grad_(True)
     stats = recover(student, teacher, config.recovery, data.for_step("lowrank", 0.02, 1.0))

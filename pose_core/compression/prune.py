@@ -23,6 +23,7 @@ from pose_core.compression.base import CompressionError, CompressionResult, Meth
 from pose_core.compression.data import CompressionData, CropSet
 from pose_core.compression.distill import RecoveryConfig, frozen_copy, pose_outputs, recover
 from pose_core.compression.measure import count_macs_params, example_input
+from pose_core.compression.refit import refit_pointwise
 from pose_core.compression.registry import register
 from pose_core.models.layers import ChannelPad
 
@@ -41,6 +42,9 @@ class PruneConfig(MethodConfig):
     #: module-name prefixes never pruned (the output heads are always kept, whatever this says)
     ignored_layers: tuple[str, ...] = ()
     taylor_batches: int = Field(default=4, ge=1)
+    #: least-squares refit of every 1x1 conv to the parent's features before recovery
+    refit: bool = True
+    refit_crops: int = Field(default=64, ge=1)
     recovery: RecoveryConfig = RecoveryConfig()
 
     @model_validator(mode="after")
@@ -210,12 +214,27 @@ def prune_channels(model: nn.Module, cfg: PruneConfig, crops: CropSet) -> dict[s
         customized_pruners={ChannelPad: pad_pruner},
     )
     _install_pad_mappings(pruner.DG, pads)
+    convs = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, nn.Conv2d) and m.bias is not None
+    }
+    original_bias = {
+        name: m.bias.detach().clone() for name, m in convs.items() if m.bias is not None
+    }
+    kept = {name: torch.arange(m.out_channels) for name, m in convs.items()}
     steps = 0
     for _ in range(pruner.iterative_steps):
         if cfg.importance == "taylor":
             model.train()
             _taylor_gradients(model, crops, cfg)
-        pruner.step()
+        with torch.no_grad():  # biases carry the original channel numbers through the pruning
+            for name, conv in convs.items():
+                conv.bias.data = kept[name].to(conv.bias.dtype)  # type: ignore[union-attr]
+            pruner.step()
+            for name, conv in convs.items():
+                kept[name] = conv.bias.data.round().long()  # type: ignore[union-attr]
+                conv.bias.data = original_bias[name][kept[name]]  # type: ignore[union-attr]
         model.zero_grad(set_to_none=True)
         steps += 1
         macs, _ = count_macs_params(model, example)
@@ -233,6 +252,7 @@ def prune_channels(model: nn.Module, cfg: PruneConfig, crops: CropSet) -> dict[s
         "params_after": params1,
         "pruning_steps": steps,
         "heads_kept": len(heads),
+        "kept_channels": {name: idx.tolist() for name, idx in kept.items()},
     }
 
 
@@ -247,9 +267,17 @@ def prune(model: Any, config: PruneConfig, data: CompressionData) -> Compression
         pruning = prune_channels(student, config, data.train)
     except (RuntimeError, ValueError, IndexError) as exc:
         raise CompressionError(f"pruning failed: {exc}") from exc
-    data.progress(
-        0.02, f"pruned: {pruning['macs_after'] / max(pruning['macs_before'], 1):.2f}x MACs"
-    )
+    kept = pruning.pop("kept_channels")
+    if config.refit:
+        pruning["refit"] = refit_pointwise(
+            student,
+            frozen_copy(model),
+            data.train,
+            {name: (name, torch.tensor(idx)) for name, idx in kept.items()},
+            num_crops=config.refit_crops,
+        )
+    macs_ratio = pruning["macs_after"] / max(pruning["macs_before"], 1)
+    data.progress(0.02, f"pruned: {macs_ratio:.2f}x MACs")
     for p in student.parameters():
         p.requires_grad_(True)
     stats = recover(student, teacher, config.recovery, data.for_step("prune", 0.02, 1.0))
