@@ -146,6 +146,9 @@ class LiveServer:
     def start(self, timeout_s: float = 120) -> None:
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("POSECOMPRESS_")}
+        # The built-in BlazePose import is heavy background work; tests that want it
+        # pass POSECOMPRESS_IMPORT_DEFAULT=true in ``env``.
+        env["POSECOMPRESS_IMPORT_DEFAULT"] = "false"
         env.update(self.extra_env)
         started = time.monotonic()
         with self.log.open("ab") as log:
