@@ -28,16 +28,21 @@ def store_uploaded_model(
     store: Store, name: str, path: Path, filename: str, manifest: dict[str, Any] | None
 ) -> VersionInfo:
     """Inspect the upload (forward pass) and only then store it as a new version."""
-    info = inspect_upload(path, filename, manifest)
+    from app.serving.uploads import stored_files, stored_manifest, with_architecture
+
+    info = inspect_upload(path, filename, with_architecture(store, manifest))
     pending = store.models.create_pending_version(
         name,
         format=info.format,
         recipe={"source": "upload", "filename": filename},
-        manifest=manifest,
+        manifest=stored_manifest(info, manifest),
     )
     try:
         return store.models.finalize_version(
-            name, pending.number, {"model": path}, report={"inspection": info.as_report()}
+            name,
+            pending.number,
+            stored_files(info, path),
+            report={"inspection": info.as_report()},
         )
     except Exception as exc:
         store.models.mark_failed(name, pending.number, f"storing the upload failed: {exc}")
