@@ -1,10 +1,11 @@
 """Least-squares refit of dense convs after pruning / decomposition (no backprop).
 
-In one forward pass over a few crops, every targeted dense conv (groups=1) of the student is re-solved,
-in execution order, so that on the student's OWN (already refitted) inputs it reproduces the
-teacher's output of the corresponding conv (ridge regression on sampled pixels). This is the
-"feature reconstruction" step of channel-pruning methods (ThiNet, He et al. 2017); it costs two
-forward passes and removes most of the error before distillation, which matters on a CPU.
+In one forward pass over a few crops, every targeted dense conv (groups=1) of the student is
+re-solved in execution order, so that on the student's OWN (already refitted) inputs it
+reproduces the teacher's output of the corresponding conv: ridge regression on sampled pixels,
+damped towards the current weights. This is the "feature reconstruction" step of channel
+pruning (ThiNet; He et al. 2017). It costs two forward passes and removes most of the error
+before distillation (BlazePose pruned to 0.66x MACs: ~50 px -> ~4 px), which matters on a CPU.
 
 A target maps a student conv name to ``(teacher module name, teacher output channels kept)``.
 """
@@ -39,13 +40,13 @@ def is_refittable(module: nn.Module) -> bool:
 
 def _patches(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """The conv's input as (N, in * kh * kw, H_out, W_out) patches (1x1: a strided view)."""
-    if tuple(conv.kernel_size) == (1, 1) and tuple(conv.padding) == (0, 0):  # type: ignore[arg-type]
-        return x[:, :, :: conv.stride[0], :: conv.stride[1]]
-    cols = F.unfold(x, conv.kernel_size, conv.dilation, conv.padding, conv.stride)  # type: ignore[arg-type]
-    h = (
-        x.shape[2] + 2 * conv.padding[0] - conv.dilation[0] * (conv.kernel_size[0] - 1) - 1
-    ) // conv.stride[0] + 1  # type: ignore[index]
-    return cols.reshape(x.shape[0], cols.shape[1], h, -1)
+    kernel, stride, dilation = conv.kernel_size, conv.stride, conv.dilation
+    padding = (int(conv.padding[0]), int(conv.padding[1]))  # numeric: see is_refittable
+    if tuple(kernel) == (1, 1) and padding == (0, 0):
+        return x[:, :, :: stride[0], :: stride[1]]
+    cols = F.unfold(x, kernel, dilation, padding, stride)
+    height = (x.shape[2] + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    return cols.reshape(x.shape[0], cols.shape[1], height, -1)
 
 
 def _rows(shape: tuple[int, ...], max_rows: int, seed: int) -> torch.Tensor:

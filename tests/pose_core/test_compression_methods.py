@@ -263,3 +263,24 @@ def test_both_importances_prune(importance: str) -> None:
     )  # type: ignore[arg-type]
     assert report["params_after"] < report["params_before"]
     assert example_input(crops).shape == (1, 3, 256, 256)
+
+
+def test_least_squares_refit_brings_a_pruned_model_back_towards_its_parent() -> None:
+    from pose_core.compression.distill import frozen_copy
+    from pose_core.compression.refit import refit_pointwise
+
+    parent = tiny_pose_model()
+    crops = random_crops(24)
+    student = copy.deepcopy(parent)
+    kept = prune_channels(student, PruneConfig(ratio=0.3), crops)["kept_channels"]
+    x = random_crops(8, seed=1).tensor(range(8))  # held-out crops
+
+    def error() -> float:
+        return float((_outputs(student, x)[0] - _outputs(parent, x)[0]).abs().mean())
+
+    before = error()
+    summary = refit_pointwise(
+        student, frozen_copy(parent), crops, {n: (n, torch.tensor(i)) for n, i in kept.items()}
+    )
+    assert summary["layers"] >= 4
+    assert error() < 0.5 * before
