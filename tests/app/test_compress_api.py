@@ -3,49 +3,15 @@ validation (422), unknown datasets (404), the report and the comparison table.""
 
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from compress_support import dev_subset_zip, export_tiny_graph_model, store_version_1
 from fastapi.testclient import TestClient
-from service_support import TEST_DATA, assert_error_shape, dataset_zip
-
-from model_store import Store
-from tests.pose_core.compression_tiny import tiny_pose_model
+from service_support import assert_error_shape, dataset_zip
 
 PRUNE_STEP = {"method": "prune", "ratio": 0.3, "recovery": {"steps": 2, "batch_size": 2}}
-
-
-def dev_subset_zip() -> bytes:
-    """The labelled photos of tests/data/dev_subset as a dataset zip."""
-    folder = TEST_DATA / "dev_subset"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.write(folder / "annotations.json", "annotations.json")
-        for image in sorted((folder / "images").iterdir()):
-            archive.write(image, f"images/{image.name}")
-    return buffer.getvalue()
-
-
-def export_tiny_graph_model(folder: Path) -> dict[str, Path]:
-    """The tiny BlazePose-shaped GraphModel's files by role: ``model`` (ONNX), ``recipe``,
-    ``weights``."""
-    from pose_core.export import export_onnx
-    from pose_core.models.graph import save_graph_model
-
-    model = tiny_pose_model()
-    recipe, weights = save_graph_model(model, folder)
-    onnx = export_onnx(model, folder / "model.onnx", (1, 3, 256, 256))
-    return {"model": onnx, "recipe": recipe, "weights": weights}
-
-
-def store_version_1(store: Store, name: str, files: dict[str, Path]) -> int:
-    pending = store.models.create_pending_version(
-        name, format="onnx", manifest={"kind": "blazepose"}
-    )
-    return store.models.finalize_version(name, pending.number, files).number
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,194 @@
+"""Compression and evaluation jobs through the real worker of ``posecompress serve``: one
+step per registered method on the tiny BlazePose-shaped GraphModel (tiny budgets), a chain
+with intermediate versions, the report and comparison table, cancellation, evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from compress_support import dev_subset_zip, export_tiny_graph_model, store_version_1
+from service_support import live_server, remove, short_tmp_dir, wait_job
+
+from model_store import open_store
+
+pytestmark = pytest.mark.slow
+
+#: One tiny step per method: seconds each on 2 shared cores.
+TINY_STEPS: dict[str, dict[str, Any]] = {
+    "prune": {"method": "prune", "ratio": 0.4, "recovery": {"steps": 2, "batch_size": 2}},
+    "lowrank": {
+        "method": "lowrank",
+        "params_ratio": 0.6,
+        "recovery": {"steps": 2, "batch_size": 2},
+    },
+    "distill": {"method": "distill", "steps": 2, "batch_size": 2},
+    "quantize": {
+        "method": "quantize",
+        "num_calibration_crops": 4,
+        "num_holdout_crops": 2,
+        "sensitivity_top_k": 1,
+    },
+}
+FAST = {"augment_copies": 0, "max_crops": 6, "latency_rounds": 2}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[httpx.Client, str]]:
+    """A live server with model ``tiny`` v1 (torch form + ONNX) and the labelled dev subset."""
+    folder = short_tmp_dir("pc-cmp-")
+    data_dir = folder / "data"
+    env = {"POSECOMPRESS_IMPORT_DEFAULT": "false", "POSECOMPRESS_ORT_THREADS": "1"}
+    files = export_tiny_graph_model(folder / "tiny")
+    try:
+        with live_server(data_dir, env=env) as live:
+            store = open_store(f"sqlite:///{data_dir / 'metadata.sqlite3'}", data_dir)
+            store_version_1(store, "tiny", files)
+            store.close()
+            client = httpx.Client(base_url=live.url, timeout=60)
+            dataset = client.post("/datasets", files={"file": ("dev.zip", dev_subset_zip())})
+            assert dataset.status_code == 201, dataset.text
+            yield client, str(dataset.json()["id"])
+    finally:
+        remove(folder)
+
+
+def _compress(
+    client: httpx.Client, dataset: str, recipe: list[dict[str, Any]], **extra: Any
+) -> Any:
+    body = {"recipe": recipe, "dataset": dataset, "eval_dataset": dataset, **FAST, **extra}
+    started = client.post("/models/tiny/versions/1/compress", json=body)
+    assert started.status_code == 202, started.text
+    return started.json()["job_id"]
+
+
+def _roles(version: dict[str, Any]) -> set[str]:
+    return {a["role"] for a in version["artifacts"]}
+
+
+@pytest.mark.parametrize("method", sorted(TINY_STEPS))
+def test_one_step_per_method_makes_a_measured_version(
+    server: tuple[httpx.Client, str], method: str
+) -> None:
+    client, dataset = server
+    started = time.monotonic()
+    job = wait_job(client, _compress(client, dataset, [TINY_STEPS[method]]), timeout_s=400)
+    print(f"\n{method}: job {job['status']} in {time.monotonic() - started:.1f} s")
+    assert job["status"] == "succeeded", job
+    assert job["progress"] == 1.0
+    version = client.get(f"/models/tiny/versions/{job['result']['version']}").json()
+    assert version["status"] == "ready"
+    assert version["parent"] == 1 and version["created_by_job"] == job["id"]
+    assert [s["method"] for s in version["recipe"]["steps"]] == [method]
+    assert version["recipe"]["dataset"] == dataset
+    assert version["manifest"] == {"kind": "blazepose"}
+    torch_result = method != "quantize"
+    assert _roles(version) == ({"model", "recipe", "weights"} if torch_result else {"model"})
+    for artifact in version["artifacts"]:
+        body = client.get(
+            f"/models/tiny/versions/{version['version']}/artifact",
+            params={"role": artifact["role"]},
+        ).content
+        assert hashlib.sha256(body).hexdigest() == artifact["sha256"]
+
+    report = client.get(f"/models/tiny/versions/{version['version']}/report").json()
+    assert report == version["report"]
+    assert report["compression"]["method"] == method
+    assert report["artifact_bytes"] == version["artifacts"][0]["size"] or not torch_result
+    assert report["params"] > 0 and report["macs"] > 0
+    assert report["parent_params"] > 0 and report["parent_macs"] > 0
+    for key in ("latency_ms", "parent_latency_ms"):
+        assert 0 < report[key]["p50"] <= report[key]["p95"]
+    assert report["latency_ratio"] > 0
+    assert report["fidelity"]["n_crops"] == 6
+    assert report["fidelity"]["mean_landmark_px"] >= 0
+    assert 0 <= report["fidelity"]["mean_oks_vs_parent"] <= 1
+    for key in ("accuracy", "parent_accuracy"):
+        assert report[key]["mode"] == "gt-boxes" and 0 <= report[key]["ap"] <= 1
+        assert report[key]["n_people"] > 0
+    assert report["wall_time_s"] > 0
+    if method == "prune":
+        assert report["params"] / report["parent_params"] < 0.9
+        assert report["macs"] < report["parent_macs"]
+    if method == "lowrank":
+        assert report["params"] < report["parent_params"]
+    if method == "distill":
+        assert report["params"] == report["parent_params"]
+        assert report["compression"]["distill"]["steps_done"] == 2
+    if method == "quantize":
+        assert report["artifact_bytes"] < report["parent_artifact_bytes"]
+
+
+def test_chain_keeps_every_step_with_lineage_and_compares(
+    server: tuple[httpx.Client, str],
+) -> None:
+    client, dataset = server
+    recipe = [TINY_STEPS["prune"], TINY_STEPS["quantize"]]
+    job = wait_job(client, _compress(client, dataset, recipe, keep_intermediate=True), 400)
+    assert job["status"] == "succeeded", job
+    last = client.get(f"/models/tiny/versions/{job['result']['version']}").json()
+    pruned = client.get(f"/models/tiny/versions/{last['parent']}").json()
+    assert pruned["parent"] == 1 and pruned["created_by_job"] == job["id"]
+    assert [s["method"] for s in pruned["recipe"]["steps"]] == ["prune"]
+    assert [s["method"] for s in last["recipe"]["steps"]] == ["prune", "quantize"]
+    assert _roles(pruned) == {"model", "recipe", "weights"} and _roles(last) == {"model"}
+    # the INT8 step is measured against the pruned version (its lineage parent)
+    assert last["report"]["parent_artifact_bytes"] == pruned["report"]["artifact_bytes"]
+
+    versions = f"1,{pruned['version']},{last['version']}"
+    table = client.get("/models/tiny/compare", params={"versions": versions}).json()
+    assert [row["version"] for row in table["rows"]] == [1, pruned["version"], last["version"]]
+    assert "fidelity.mean_landmark_px" in table["columns"]
+    # v1 (imported) has no compression report: ratios compare against the first listed
+    table = client.get(
+        "/models/tiny/compare", params={"versions": f"{pruned['version']},{last['version']}"}
+    ).json()
+    ratios = table["rows"][1]["ratios"]
+    assert ratios["artifact_bytes"] < 1
+    assert table["rows"][0]["ratios"]["params"] == pytest.approx(1.0)
+
+
+def test_cancel_a_running_compression(server: tuple[httpx.Client, str]) -> None:
+    client, dataset = server
+    long_distill = {"method": "distill", "steps": 100_000, "batch_size": 2}
+    job_id = _compress(client, dataset, [long_distill])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        assert job["status"] in {"queued", "running"}, job
+        if job["status"] == "running" and "distill step" in job["message"]:
+            break
+        time.sleep(0.2)
+    cancelled = client.delete(f"/jobs/{job_id}")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    job = wait_job(client, job_id, timeout_s=60)
+    assert job["status"] == "cancelled" and job["result"] is None
+    time.sleep(2)  # the worker notices at its next progress step
+    versions = client.get("/models/tiny/versions").json()
+    assert not [v for v in versions if v["created_by_job"] == job_id and v["status"] != "failed"]
+    assert not [v for v in versions if v["status"] == "pending"]
+
+
+def test_evaluate_job_attaches_an_ap_report(server: tuple[httpx.Client, str]) -> None:
+    client, dataset = server
+    started = client.post(
+        "/models/tiny/versions/1/evaluate", json={"dataset": dataset, "mode": "gt_boxes"}
+    )
+    assert started.status_code == 202, started.text
+    job = wait_job(client, started.json()["job_id"], timeout_s=300)
+    assert job["status"] == "succeeded", job
+    report = client.get("/models/tiny/versions/1/report").json()
+    evaluation = report["evaluation"][dataset]["gt-boxes"]
+    assert evaluation["mode"] == "gt-boxes" and 0 <= evaluation["ap"] <= 1
+    assert evaluation["n_people"] > 0 and evaluation["n_predictions"] == evaluation["n_people"]
+    assert set(evaluation["per_keypoint_error_px"]) >= {"nose", "left_ankle"}
+
+    detector = client.post(
+        "/models/tiny/versions/1/evaluate", json={"dataset": dataset, "mode": "detector"}
+    )
+    failed = wait_job(client, detector.json()["job_id"], timeout_s=300)
+    assert failed["status"] == "failed" and "detector" in failed["error"]
