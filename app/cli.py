@@ -15,6 +15,8 @@ COMMAND_MODULES = [
     "app.commands.api",
     "app.commands.worker",
     "app.commands.models",
+    "app.commands.eval",
+    "app.commands.compress",
 ]
 
 

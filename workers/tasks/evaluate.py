@@ -41,6 +41,16 @@ def evaluate_version(
     return evaluate_dataset(pipeline, dataset_dir, chosen, progress=progress).to_dict()
 
 
+def attach_evaluation(
+    store: Store, version: VersionInfo, dataset_key: str, mode: str, report: dict[str, Any]
+) -> None:
+    """Store ``report`` under ``report["evaluation"][dataset_key][mode]`` of the version."""
+    current = store.models.get_version(version.model, version.number).report or {}
+    evaluations = dict(current.get("evaluation") or {})
+    evaluations[dataset_key] = {**evaluations.get(dataset_key, {}), mode: report}
+    store.models.update_report(version.model, version.number, {"evaluation": evaluations})
+
+
 def evaluate_job(ctx: JobContext) -> JobResult:
     params = ctx.params
     name, dataset_id, mode = str(params["model"]), str(params["dataset"]), str(params["mode"])
@@ -63,10 +73,7 @@ def evaluate_job(ctx: JobContext) -> JobResult:
     )
     report["dataset_name"] = dataset.name
     ctx.check_cancelled()
-    current = ctx.store.models.get_version(name, version.number).report or {}
-    evaluations = dict(current.get("evaluation") or {})
-    evaluations[dataset_id] = {**evaluations.get(dataset_id, {}), mode: report}
-    ctx.store.models.update_report(name, version.number, {"evaluation": evaluations})
+    attach_evaluation(ctx.store, version, dataset_id, mode, report)
     return JobResult(
         name, version.number, f"v{version.number} {mode} AP {report['ap']:.4f} on {dataset_id}"
     )
