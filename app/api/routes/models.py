@@ -30,7 +30,8 @@ def store_uploaded_model(
     """Inspect the upload (forward pass) and only then store it as a new version."""
     from app.serving.uploads import stored_files, stored_manifest, with_architecture
 
-    info = inspect_upload(path, filename, with_architecture(store, manifest))
+    manifest = with_architecture(store, manifest)
+    info = inspect_upload(path, filename, manifest)
     pending = store.models.create_pending_version(
         name,
         format=info.format,
