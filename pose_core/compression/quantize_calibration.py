@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 Calibrator = Literal["minmax", "percentile", "entropy"]
+CHUNK = 16  #: crops per collect_data call
 
 
 class _ArrayReader:
@@ -97,7 +98,11 @@ def calibrate_ranges(
                 calibrate_method=calib_method,
                 extra_options=options,
             )
-            calibrator.collect_data(_ArrayReader(input_name, crops.astype(np.float32), batch))
+            # ORT keeps every intermediate output of one collect_data call in memory (GBs for
+            # hundreds of 256 x 256 crops): feed it in chunks, its ranges/histograms merge.
+            for start in range(0, len(crops), CHUNK):
+                chunk = crops[start : start + CHUNK].astype(np.float32)
+                calibrator.collect_data(_ArrayReader(input_name, chunk, batch))
             tensors = calibrator.compute_data()
     ranges: dict[str, tuple[float, float]] = {}
     for name in tensors:
