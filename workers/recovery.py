@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 def recover_stale_jobs(settings: Settings, celery: Celery) -> list[str]:
     """Re-queue (or fail, past the attempt limit) every running job whose worker died."""
-    store = open_store(settings.effective_database_url, settings.resolved_data_dir)
+    store = open_store(
+        settings.effective_database_url, settings.resolved_data_dir, init_schema=False
+    )
     recovered: list[str] = []
     try:
         for job in store.jobs.running():
