@@ -59,9 +59,13 @@ def progress_bar(fraction: float, message: str, width: int = 30) -> str:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
     import httpx
 
     from app.report_table import flatten, format_table
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll would break the bar
 
     name, _, ref = args.model.partition(":")
     try:
