@@ -94,6 +94,7 @@ def test_lowrank_meets_a_global_parameter_budget() -> None:
     assert count_macs_params(model, x)[1] <= 0.6 * params0
 
 
+@pytest.mark.slow
 def test_distillation_reduces_the_loss_against_the_teacher() -> None:
     teacher = tiny_pose_model(seed=0)
     student = tiny_pose_model(seed=1)
@@ -146,6 +147,7 @@ def test_a_stopped_distillation_resumes_where_it_stopped(tmp_path: Path) -> None
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_recipe_chain_keeps_lineage_and_never_mutates_its_input(tmp_path: Path) -> None:
     model = tiny_pose_model()
     before = json.dumps(model.recipe())
