@@ -5,14 +5,19 @@ with intermediate versions, the report and comparison table, cancellation, evalu
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from compress_support import dev_subset_zip, export_tiny_graph_model, store_version_1
-from service_support import live_server, remove, short_tmp_dir, wait_job
+from service_support import REPO_ROOT, live_server, remove, short_tmp_dir, wait_job
 
 from model_store import open_store
 
@@ -192,3 +197,63 @@ def test_evaluate_job_attaches_an_ap_report(server: tuple[httpx.Client, str]) ->
     )
     failed = wait_job(client, detector.json()["job_id"], timeout_s=300)
     assert failed["status"] == "failed" and "detector" in failed["error"]
+
+
+def test_compress_command_follows_the_job_and_prints_the_report(
+    server: tuple[httpx.Client, str], tmp_path: Path
+) -> None:
+    client, dataset = server
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"recipe": [TINY_STEPS["distill"]]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSECOMPRESS_")}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "compress",
+            "tiny:1",
+            "--recipe",
+            str(recipe),
+            "--dataset",
+            dataset,
+            "--url",
+            str(client.base_url),
+            "--json",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "100.0% succeeded" in done.stderr  # the progress bar reached the end
+    first, _, rest = done.stdout.partition("\n")
+    assert first.startswith("tiny:") and "(parent v1)" in first
+    number = int(first.split()[0].split(":")[1])
+    assert json.loads(rest) == client.get(f"/models/tiny/versions/{number}/report").json()
+
+    unknown = recipe.with_name("bad.json")
+    unknown.write_text(json.dumps([{"method": "sparsify"}]))
+    refused = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "compress",
+            "tiny:1",
+            "--recipe",
+            str(unknown),
+            "--dataset",
+            dataset,
+            "--url",
+            str(client.base_url),
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1 and "unknown_method" in refused.stderr
