@@ -3,8 +3,11 @@
 Same protocol for both (``pose_core.evaluation``): ground-truth-box mode (square crop of side
 1.5 x max(w, h) around each labelled person, no rotation, 256 x 256) and detector mode (end
 to end). The LiteRT pipeline runs the original ``.tflite`` files; the ORT pipeline runs the
-TFLite importer's torch models exported by ``pose_core.export.export_onnx`` and loaded by
-``pose_core.inference.runtime.OnnxRunner``. Decoding is shared. Issue 3 requires the
+built-in model's files exactly as ``posecompress`` stores and serves them
+(``pose_core.builtin.build_blazepose_bundle``: landmark + detector ONNX) through
+``pose_core.inference.runtime.OnnxRunner``. Both give the landmark decoder the same outputs
+(landmarks, presence, heatmap, so both refine landmarks from the heatmap as MediaPipe does);
+decoding is shared. Issue 3 requires the
 ground-truth-box APs to agree within 0.005; the exit status is 1 when they do not.
 
     python bench/eval_runtimes.py --dataset ../shared/data/dev
@@ -39,34 +42,23 @@ def litert_pipeline(cache_dir: Path, threads: int) -> TopDownPipeline:
     from pose_core.inference.pipeline import PosePipeline
 
     assets = ensure_blazepose_assets(cache_dir)
-    landmark = LiteRTRunner(assets.landmark_tflite, threads=threads, outputs=[0, 1])
+    # TFLite output order: 0 landmarks, 1 presence, 2 segmentation, 3 heatmap, 4 world landmarks
+    landmark = LiteRTRunner(assets.landmark_tflite, threads=threads, outputs=[0, 1, 3])
     detector = LiteRTRunner(assets.detector_tflite, threads=threads)
     return PosePipeline(BlazePoseLandmarkModel(landmark), detector)
 
 
 def onnx_runtime_pipeline(cache_dir: Path, threads: int, work_dir: Path) -> TopDownPipeline:
-    """The imported torch models, exported to ONNX, on ONNX Runtime (the served path)."""
-    from pose_core.assets import ensure_blazepose_assets
-    from pose_core.export import export_onnx
-    from pose_core.importers.tflite import import_blazepose_detector, import_blazepose_landmark
+    """The built-in model's ONNX files (as stored and served) on ONNX Runtime."""
+    from pose_core.builtin import ROLE_DETECTOR, ROLE_MODEL, build_blazepose_bundle
     from pose_core.inference.landmarks import BlazePoseLandmarkModel
     from pose_core.inference.pipeline import PosePipeline
     from pose_core.inference.runtime import OnnxRunner
 
-    assets = ensure_blazepose_assets(cache_dir)
-    landmark_onnx = export_onnx(
-        import_blazepose_landmark(assets.landmark_tflite),
-        work_dir / "landmark.onnx",
-        (1, 3, 256, 256),
-    )
-    detector_onnx = export_onnx(
-        import_blazepose_detector(assets.detector_tflite),
-        work_dir / "detector.onnx",
-        (1, 3, 224, 224),
-    )
+    bundle = build_blazepose_bundle(cache_dir, work_dir)
     return PosePipeline(
-        BlazePoseLandmarkModel(OnnxRunner(landmark_onnx, threads)),
-        OnnxRunner(detector_onnx, threads),
+        BlazePoseLandmarkModel(OnnxRunner(bundle.artifacts[ROLE_MODEL], threads)),
+        OnnxRunner(bundle.artifacts[ROLE_DETECTOR], threads),
     )
 
 

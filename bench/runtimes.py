@@ -6,9 +6,10 @@ a shuffled order; these machines drift up to 2x within minutes), batch 1, on the
 
 - ``litert``: MediaPipe's runtime (``ai_edge_litert`` Interpreter, XNNPACK) on the original
   ``pose_landmark_full.tflite`` -- it computes every output, segmentation included;
-- ``ort``: what ``/predict`` serves: the TFLite importer's torch model (landmarks + presence;
-  the unused outputs dropped at import), exported by ``pose_core.export.export_onnx`` and run
-  by ``pose_core.inference.runtime.OnnxRunner``;
+- ``ort``: what ``/predict`` serves: the TFLite importer's torch model with the built-in
+  model's outputs (``pose_core.builtin.LANDMARK_OUTPUTS``: landmarks, presence, heatmap; the
+  segmentation and world landmarks dropped at import), exported by
+  ``pose_core.export.export_onnx`` and run by ``pose_core.inference.runtime.OnnxRunner``;
 - ``torch``: the same torch model, eager, ``torch.no_grad``.
 
 Each runtime gets ``--threads`` threads (default 2). ``OMP_WAIT_POLICY`` defaults to ``PASSIVE``
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from ai_edge_litert.interpreter import Interpreter
 
     from pose_core.assets import ensure_blazepose_assets
+    from pose_core.builtin import LANDMARK_OUTPUTS
     from pose_core.export import export_onnx
     from pose_core.importers.tflite import import_blazepose_landmark
     from pose_core.inference.runtime import OnnxRunner
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         interpreter.invoke()
         return interpreter.get_tensor(landmarks_index)
 
-    model = import_blazepose_landmark(assets.landmark_tflite).eval()
+    model = import_blazepose_landmark(assets.landmark_tflite, outputs=LANDMARK_OUTPUTS).eval()
     with tempfile.TemporaryDirectory(prefix="bench-runtimes-") as tmp:
         onnx_path = export_onnx(model, Path(tmp) / "landmark.onnx", crop.shape)
         ort_runner = OnnxRunner(onnx_path, threads=args.threads)

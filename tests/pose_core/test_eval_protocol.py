@@ -34,7 +34,8 @@ def litert_pipeline(blazepose_assets):
     from pose_core.inference.litert import LiteRTRunner
     from pose_core.inference.pipeline import PosePipeline
 
-    landmark = LiteRTRunner(blazepose_assets.landmark_tflite, threads=2, outputs=[0, 1])
+    # TFLite outputs 0 landmarks, 1 presence, 3 heatmap (the served model's outputs)
+    landmark = LiteRTRunner(blazepose_assets.landmark_tflite, threads=2, outputs=[0, 1, 3])
     detector = LiteRTRunner(blazepose_assets.detector_tflite, threads=2)
     return PosePipeline(BlazePoseLandmarkModel(landmark), detector)
 
@@ -111,12 +112,15 @@ def test_fidelity_sees_a_perturbed_student(litert_pipeline, blazepose_assets) ->
 
     import torch
 
+    from pose_core.builtin import LANDMARK_OUTPUTS
     from pose_core.evaluation.fidelity import fidelity_inputs, measure_fidelity
     from pose_core.importers.tflite import import_blazepose_landmark
     from pose_core.inference.landmarks import BlazePoseLandmarkModel
     from pose_core.inference.pipeline import PosePipeline
 
-    imported = import_blazepose_landmark(blazepose_assets.landmark_tflite).eval()
+    imported = import_blazepose_landmark(
+        blazepose_assets.landmark_tflite, outputs=LANDMARK_OUTPUTS
+    ).eval()
 
     def student_with_noise(scale: float) -> PosePipeline:
         model = copy.deepcopy(imported)
