@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -257,3 +258,31 @@ def test_compress_command_follows_the_job_and_prints_the_report(
         timeout=120,
     )
     assert refused.returncode == 1 and "unknown_method" in refused.stderr
+
+
+def test_killed_worker_resumes_distillation_from_its_checkpoint(
+    server: tuple[httpx.Client, str],
+) -> None:
+    """SIGKILL the process running the job mid-training: Celery re-delivers the job, which
+    continues from the last checkpoint of the same per-job work dir."""
+    client, dataset = server
+    step = {"method": "distill", "steps": 60, "batch_size": 2, "checkpoint_every": 3}
+    job_id = _compress(client, dataset, [step])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        assert job["status"] in {"queued", "running"}, job
+        words = job["message"].split()
+        if job["status"] == "running" and words[:2] == ["distill", "step"] and int(words[2]) >= 9:
+            break
+        time.sleep(0.1)
+    os.kill(int(job["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
+
+    job = wait_job(client, job_id, timeout_s=400)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] >= 2
+    report = client.get(f"/models/tiny/versions/{job['result']['version']}/report").json()
+    distilled = report["compression"]["distill"]
+    assert distilled["resumed_from_step"] >= 9 and distilled["steps_done"] == 60
+    versions = client.get("/models/tiny/versions").json()
+    assert not [v for v in versions if v["status"] == "pending"]
