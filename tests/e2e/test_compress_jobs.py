@@ -45,7 +45,8 @@ FAST = {"augment_copies": 0, "max_crops": 6, "latency_rounds": 2}
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[httpx.Client, str]]:
-    """A live server with model ``tiny`` v1 (torch form + ONNX) and the labelled dev subset."""
+    """A live server with model ``tiny`` v1 (torch form + ONNX), ``graphless`` v1 (the same
+    ONNX graph only) and the labelled dev subset."""
     folder = short_tmp_dir("pc-cmp-")
     data_dir = folder / "data"
     env = {"POSECOMPRESS_IMPORT_DEFAULT": "false", "POSECOMPRESS_ORT_THREADS": "1"}
@@ -54,6 +55,7 @@ def server() -> Iterator[tuple[httpx.Client, str]]:
         with live_server(data_dir, env=env) as live:
             store = open_store(f"sqlite:///{data_dir / 'metadata.sqlite3'}", data_dir)
             store_version_1(store, "tiny", files)
+            store_version_1(store, "graphless", {"model": files["model"]})  # ONNX only
             store.close()
             client = httpx.Client(base_url=live.url, timeout=60)
             dataset = client.post("/datasets", files={"file": ("dev.zip", dev_subset_zip())})
@@ -286,3 +288,18 @@ def test_killed_worker_resumes_distillation_from_its_checkpoint(
     assert distilled["resumed_from_step"] >= 9 and distilled["steps_done"] == 60
     versions = client.get("/models/tiny/versions").json()
     assert not [v for v in versions if v["status"] == "pending"]
+
+
+def test_onnx_only_version_is_quantized(server: tuple[httpx.Client, str]) -> None:
+    client, dataset = server
+    body = {"recipe": [TINY_STEPS["quantize"]], "dataset": dataset, **FAST}
+    started = client.post("/models/graphless/versions/1/compress", json=body)
+    assert started.status_code == 202, started.text
+    job = wait_job(client, started.json()["job_id"], timeout_s=300)
+    assert job["status"] == "succeeded", job
+    version = client.get(f"/models/graphless/versions/{job['result']['version']}").json()
+    assert version["parent"] == 1 and _roles(version) == {"model"}
+    report = version["report"]
+    assert report["artifact_bytes"] < report["parent_artifact_bytes"]
+    assert report["params"] is None and report["accuracy"] is None  # no torch form, no eval set
+    assert report["latency_ratio"] > 0 and report["fidelity"]["n_crops"] == 6
