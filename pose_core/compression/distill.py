@@ -58,7 +58,7 @@ class RecoveryConfig(BaseModel):
     steps: int = Field(default=300, ge=0)
     time_budget_s: float | None = Field(default=None, gt=0)
     batch_size: int = Field(default=8, ge=1)
-    lr: float = Field(default=1e-4, gt=0)
+    lr: float = Field(default=5e-5, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     landmark_weight: float = 1.0
     aux_weight: float = 0.1
@@ -70,6 +70,10 @@ class RecoveryConfig(BaseModel):
     smooth_l1_beta_px: float = 2.0
     checkpoint_every: int = Field(default=50, ge=1)
     seed: int = 0
+    warmup_steps: int = Field(default=20, ge=0)
+    #: crops scored before and after training; if training made them worse, the student's
+    #: starting weights are restored (a short, CPU-starved run must never return a worse model)
+    guard_crops: int = Field(default=16, ge=0)
 
 
 class DistillConfig(MethodConfig, RecoveryConfig):
@@ -85,7 +89,7 @@ class DistillStats:
     first_loss: float
     last_loss: float
     elapsed_s: float
-    stopped_by: str  # "steps" | "time_budget" | "cancelled"
+    stopped_by: str  # "steps" | "time_budget" | "cancelled", "+restored" if the guard undid it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,10 +194,26 @@ class _TeacherCache:
 
 
 def _lr_at(cfg: RecoveryConfig, step: int, elapsed: float) -> float:
+    """Linear warm-up over ``warmup_steps`` (Adam's first steps are the most disruptive), then
+    cosine decay over the larger of the step and time fractions."""
     frac = step / max(cfg.steps, 1)
     if cfg.time_budget_s:
         frac = max(frac, elapsed / cfg.time_budget_s)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+    warmup = min((step + 1) / cfg.warmup_steps, 1.0) if cfg.warmup_steps else 1.0
+    return cfg.lr * warmup * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+
+
+def _holdout_loss(
+    student: torch.nn.Module, cache: _TeacherCache, idx: np.ndarray, cfg: RecoveryConfig
+) -> float:
+    was_training = student.training
+    student.eval()
+    with torch.no_grad():
+        loss = float(
+            distill_loss(pose_outputs(student(cache.crops.tensor(idx))), cache.get(idx), cfg)
+        )
+    student.train(was_training)
+    return loss
 
 
 def train_distill(
@@ -228,6 +248,11 @@ def train_distill(
     resumed_from = step
     cache = _TeacherCache(teacher, crops)
     targets = torch.from_numpy(crops.targets) if crops.targets is not None else None
+    guard_idx = np.arange(min(cfg.guard_crops, len(crops)))
+    guard: tuple[float, dict[str, torch.Tensor]] | None = None
+    if len(guard_idx) and step == 0:
+        initial = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        guard = (_holdout_loss(student, cache, guard_idx, cfg), initial)
     start = time.monotonic()
     first_loss = last_loss = float("nan")
     stopped_by = "steps"
@@ -276,6 +301,14 @@ def train_distill(
                 },
             )
     student.eval()
+    if guard is not None and stopped_by != "cancelled":
+        after = _holdout_loss(student, cache, guard_idx, cfg)
+        if after > guard[0]:
+            logger.warning(
+                "distillation made the guard crops worse (%.3f -> %.3f): restored", guard[0], after
+            )
+            student.load_state_dict(guard[1])
+            stopped_by += "+restored"
     if ckpt_path is not None and stopped_by != "cancelled" and ckpt_path.exists():
         ckpt_path.unlink()
     stats = DistillStats(

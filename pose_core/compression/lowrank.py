@@ -35,6 +35,8 @@ class LowRankConfig(MethodConfig):
     energy: float | None = Field(default=None, gt=0, le=1)
     params_ratio: float | None = Field(default=0.7, gt=0, lt=1)
     min_saving: float = Field(default=0.1, ge=0, lt=1)
+    #: ranks rounded up to a multiple of this (ONNX Runtime's conv kernels prefer 8 / 16)
+    round_to: int = Field(default=8, ge=1)
     tucker_kxk: bool = True
     ignored_layers: tuple[str, ...] = ()  #: module-name prefixes left alone
     #: least-squares refit of the factorized layers (and every dense conv) to the parent's features
@@ -59,8 +61,11 @@ class _Candidate:
     def params(self) -> int:
         return int(self.module.weight.numel())
 
-    def ranks(self, energy: float) -> list[int]:
-        return [_rank_for_energy(s, energy) for s in self.spectra]
+    def ranks(self, energy: float, round_to: int = 1) -> list[int]:
+        return [
+            min(-(-_rank_for_energy(s, energy) // round_to) * round_to, len(s))
+            for s in self.spectra
+        ]
 
     def factored_params(self, ranks: list[int]) -> int:
         w = self.module.weight
@@ -98,10 +103,12 @@ def _candidates(model: nn.Module, cfg: LowRankConfig) -> list[_Candidate]:
     return found
 
 
-def _plan(cands: list[_Candidate], energy: float, min_saving: float) -> dict[str, list[int]]:
+def _plan(
+    cands: list[_Candidate], energy: float, min_saving: float, round_to: int = 1
+) -> dict[str, list[int]]:
     plan = {}
     for c in cands:
-        ranks = c.ranks(energy)
+        ranks = c.ranks(energy, round_to)
         if c.factored_params(ranks) <= (1 - min_saving) * c.params:
             plan[c.name] = ranks
     return plan
@@ -117,7 +124,7 @@ def _search_energy(cands: list[_Candidate], cfg: LowRankConfig, total: int) -> f
     lo, hi = 0.0, 1.0
     for _ in range(30):
         mid = (lo + hi) / 2
-        if _planned_params(cands, _plan(cands, mid, cfg.min_saving), total) <= target:
+        if _planned_params(cands, _plan(cands, mid, cfg.min_saving, cfg.round_to), total) <= target:
             lo = mid
         else:
             hi = mid
@@ -189,7 +196,7 @@ def decompose(model: nn.Module, cfg: LowRankConfig, total_params: int) -> dict[s
     energy = (
         float(cfg.energy) if cfg.energy is not None else _search_energy(cands, cfg, total_params)
     )
-    plan = _plan(cands, energy, cfg.min_saving)
+    plan = _plan(cands, energy, cfg.min_saving, cfg.round_to)
     by_name = {c.name: c for c in cands}
     for name, ranks in plan.items():
         module = by_name[name].module

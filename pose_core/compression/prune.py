@@ -38,7 +38,9 @@ class PruneConfig(MethodConfig):
     target_macs_ratio: float | None = Field(default=None, gt=0, lt=1)
     importance: Literal["magnitude", "taylor"] = "magnitude"
     global_pruning: bool = False
-    round_to: int | None = Field(default=None, ge=1)
+    #: keep channel counts multiples of this: ONNX Runtime's blocked conv kernels want 8 or 16
+    #: (measured: 30% pruning without rounding was no faster than the parent, with 8: ~0.65x)
+    round_to: int | None = Field(default=8, ge=1)
     #: module-name prefixes never pruned (the output heads are always kept, whatever this says)
     ignored_layers: tuple[str, ...] = ()
     taylor_batches: int = Field(default=4, ge=1)
