@@ -286,3 +286,16 @@ def test_least_squares_refit_brings_a_pruned_model_back_towards_its_parent() -> 
     )
     assert summary["layers"] >= 4
     assert error() < 0.5 * before
+
+
+def test_a_distillation_that_makes_things_worse_is_undone() -> None:
+    teacher = tiny_pose_model(seed=0)
+    student = tiny_pose_model(seed=1)  # lr 0.5 without warm-up wrecks it
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    cfg = RecoveryConfig(steps=2, batch_size=4, lr=0.5, warmup_steps=0, guard_crops=4)
+
+    stats = train_distill(student, teacher, random_crops(4), cfg)
+
+    assert stats.stopped_by == "steps+restored"
+    for key, value in before.items():
+        assert torch.equal(student.state_dict()[key], value)
