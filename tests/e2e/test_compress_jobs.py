@@ -41,6 +41,7 @@ TINY_STEPS: dict[str, dict[str, Any]] = {
     },
 }
 FAST = {"augment_copies": 0, "max_crops": 6, "latency_rounds": 2}
+SERVER_LOGS: list[Path] = []
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,7 @@ def server() -> Iterator[tuple[httpx.Client, str]]:
     files = export_tiny_graph_model(folder / "tiny")
     try:
         with live_server(data_dir, env=env) as live:
+            SERVER_LOGS.append(live.log)
             store = open_store(f"sqlite:///{data_dir / 'metadata.sqlite3'}", data_dir)
             store_version_1(store, "tiny", files)
             store_version_1(store, "graphless", {"model": files["model"]})  # ONNX only
@@ -285,7 +287,13 @@ def test_killed_worker_resumes_distillation_from_its_checkpoint(
     assert job["attempts"] >= 2
     report = client.get(f"/models/tiny/versions/{job['result']['version']}/report").json()
     distilled = report["compression"]["distill"]
-    assert distilled["resumed_from_step"] >= 9 and distilled["steps_done"] == 60
+    log = [
+        line
+        for line in SERVER_LOGS[-1].read_text().splitlines()
+        if job_id in line or "checkpoint" in line or "resum" in line
+    ]
+    assert distilled["resumed_from_step"] >= 9, "\n".join(log[-40:])
+    assert distilled["steps_done"] == 60
     versions = client.get("/models/tiny/versions").json()
     assert not [v for v in versions if v["status"] == "pending"]
 
