@@ -135,10 +135,12 @@ def test_fidelity_sees_a_perturbed_student(litert_pipeline, blazepose_assets) ->
 
         return PosePipeline(BlazePoseLandmarkModel(runner), detector=None)
 
-    inputs = list(fidelity_inputs(DEV_SUBSET))
-    exact = measure_fidelity(student_with_noise(0.0), litert_pipeline, inputs)
+    inputs = list(fidelity_inputs(DEV_SUBSET))[:2]  # a few people: torch eager is slow here
+    n_people = sum(len(boxes or ()) for _, boxes in inputs)
     slight = measure_fidelity(student_with_noise(0.02), litert_pipeline, inputs)
     strong = measure_fidelity(student_with_noise(0.2), litert_pipeline, inputs)
-    assert exact.mean_error_crop_px is not None and exact.mean_error_crop_px < 0.05
-    assert exact.mean_error_crop_px < slight.mean_error_crop_px < strong.mean_error_crop_px
-    assert exact.mean_oks > slight.mean_oks > strong.mean_oks
+    assert slight.n_people == strong.n_people == n_people
+    assert slight.mean_error_crop_px is not None and strong.mean_error_crop_px is not None
+    assert 0.0 < slight.mean_error_crop_px < strong.mean_error_crop_px
+    assert slight.mean_oks is not None and strong.mean_oks is not None
+    assert 1.0 > slight.mean_oks > strong.mean_oks
