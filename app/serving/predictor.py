@@ -120,6 +120,9 @@ class Predictor:
         return Blob(info.sha256, info.size)
 
     # ----------------------------------------------------------------- running
+    def _keypoint_model(self, served: ServedVersion) -> KeypointModel:
+        return self.keypoint_model(served)
+
     def runner(self, blob: Blob) -> OnnxRunner:
         return self.sessions.get(blob.sha256, lambda: self.store.blobs.verify(blob))
 
@@ -131,10 +134,11 @@ class Predictor:
                 f"{served.version.model} v{served.version.number} needs a person detector and "
                 f"the built-in model {BUILTIN_MODEL_NAME!r} (which provides it) is not stored",
             )
-        keypoints = self._keypoint_model(served)
+        keypoints = self.keypoint_model(served)
         return PosePipeline(keypoints, self.runner(served.detector_blob))
 
-    def _keypoint_model(self, served: ServedVersion) -> KeypointModel:
+    def keypoint_model(self, served: ServedVersion) -> KeypointModel:
+        """The version's keypoint model alone (top-down use: person boxes given)."""
         runner = self.runner(served.model_blob)
         if served.manifest["kind"] == "blazepose":
             from pose_core.inference.landmarks import BlazePoseLandmarkModel
