@@ -23,14 +23,17 @@ class OnnxRunner:
     """An ONNX Runtime CPU session called like a Runner: (N, C, H, W) float32 -> outputs.
 
     Sequential execution, ``threads`` intra-op threads, all graph optimisations. Models
-    whose batch dimension is fixed are run one item at a time.
+    whose batch dimension is fixed are run one item at a time. Idle intra-op threads do not
+    spin unless ``spin`` is set: on a shared or busy CPU, spinning threads steal the cores the
+    other requests need (measured: ORT/LiteRT latency 1.27 -> 0.74 under load with it off).
     """
 
-    def __init__(self, model: str | Path | bytes, threads: int = 1) -> None:
+    def __init__(self, model: str | Path | bytes, threads: int = 1, *, spin: bool = False) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
