@@ -7,10 +7,13 @@
   (safetensors-equivalent: sum of tensor bytes);
 * ``params`` / ``macs`` (and the parent's) -- counted on the torch graph; an ONNX-only candidate
   reports the MACs / params of ``source_torch`` (the fp32 graph it came from) when given;
-* ``latency_ms`` p50 / p95 of candidate and parent, batch 1, ONNX Runtime, measured in interleaved
-  rounds in this process, and their ``latency_ratio`` (p50 / p50);
-* ``fidelity``: mean landmark pixel error and mean OKS of the candidate against the parent's
-  predictions on ``crops`` (both run through ONNX Runtime);
+* ``latency_ms`` p50 / p95 of candidate and parent, batch 1, ONNX Runtime, measured in this
+  process in shuffled interleaved rounds (:func:`pose_core.evaluation.latency.measure_latency`),
+  and their ``latency_ratio``: the median over rounds of the per-round ratio
+  (:func:`pose_core.evaluation.latency.median_ratio`);
+* ``fidelity``: mean COCO-17 keypoint pixel error and mean OKS of the candidate against the
+  parent's predictions on ``crops`` (both run through ONNX Runtime;
+  :func:`pose_core.evaluation.fidelity.fidelity_metrics`);
 * ``accuracy`` / ``parent_accuracy``: COCO AP and PCK in ground-truth-box mode when
   ``eval_dataset_dir`` has labels (``None`` otherwise), by :func:`gt_box_accuracy` unless
   ``accuracy_fn(onnx_bytes, dataset_dir)`` is given;
@@ -20,7 +23,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,9 +36,10 @@ if TYPE_CHECKING:
     import onnxruntime
     import torch
 
+    from pose_core.evaluation.latency import LatencyStats
+
 logger = logging.getLogger(__name__)
 
-#: COCO sigmas are for COCO-17; BlazePose body points mapped to them are used for OKS.
 _REQUIRED_KEYS = (
     "artifact_bytes",
     "params",
@@ -115,55 +118,58 @@ def run_session(
     return [np.concatenate([c[k] for c in chunks]) for k in range(len(chunks[0]))]
 
 
-def interleaved_latency(
+def session_latency(
     sessions: Sequence[onnxruntime.InferenceSession],
     example: np.ndarray,
-    rounds: int = 30,
-    per_round: int = 5,
-) -> list[dict[str, float]]:
-    """p50 / p95 latency (ms) of each session, batch 1, measured round-robin in the same process."""
-    name_of = [s.get_inputs()[0].name for s in sessions]
-    for s, n in zip(sessions, name_of, strict=True):
-        for _ in range(3):
-            s.run(None, {n: example})
-    samples: list[list[float]] = [[] for _ in sessions]
-    for _ in range(rounds):
-        for k, (s, n) in enumerate(zip(sessions, name_of, strict=True)):
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                s.run(None, {n: example})
-                samples[k].append((time.perf_counter() - t0) * 1e3)
-    return [
-        {"p50": float(np.percentile(x, 50)), "p95": float(np.percentile(x, 95)), "n": len(x)}
-        for x in samples
-    ]
+    rounds: int = 100,
+    warmup: int = 3,
+) -> list[LatencyStats]:
+    """Batch-1 latency of each session, by :func:`~pose_core.evaluation.latency.measure_latency`
+    (every round runs every session once, in a shuffled order)."""
+    from pose_core.evaluation.latency import measure_latency
+
+    def runner(session: onnxruntime.InferenceSession) -> Callable[[], object]:
+        feed = {session.get_inputs()[0].name: example}
+        return lambda: session.run(None, feed)
+
+    stats = measure_latency(
+        {str(k): runner(s) for k, s in enumerate(sessions)}, rounds=rounds, warmup=warmup
+    )
+    return [stats[str(k)] for k in range(len(sessions))]
+
+
+def latency_summary(stats: LatencyStats) -> dict[str, float]:
+    """The report's ``latency_ms`` entry: p50 / p95 in ms and the number of samples."""
+    return {"p50": stats.p50, "p95": stats.p95, "n": stats.n}
 
 
 def landmark_fidelity(
     candidate: np.ndarray, parent: np.ndarray, crop_size: float
-) -> dict[str, float]:
-    """Mean body-landmark pixel error and mean OKS (COCO-17 subset) of candidate vs parent.
+) -> dict[str, float | int | None]:
+    """Fidelity of candidate vs parent landmarks on the same crops, by
+    :func:`~pose_core.evaluation.fidelity.fidelity_metrics` on the 17 COCO keypoints.
 
     Args:
         candidate, parent: (N, 195) landmark outputs in crop pixels.
         crop_size: crop side in pixels (the OKS object scale is the crop area / 1.5**2).
-    """
-    from pose_core.keypoints import BLAZEPOSE33_TO_COCO17, COCO17_SIGMAS
 
-    c = candidate.reshape(len(candidate), -1, 5)[:, :33, :2]
-    p = parent.reshape(len(parent), -1, 5)[:, :33, :2]
-    dist = np.linalg.norm(c - p, axis=-1)
+    Returns:
+        ``mean_landmark_px`` (mean COCO-17 keypoint error, crop pixels), ``mean_oks_vs_parent``
+        and ``n_crops`` (the two means are ``None`` without crops).
+    """
+    from pose_core.evaluation.fidelity import fidelity_metrics
+    from pose_core.keypoints import BLAZEPOSE33_TO_COCO17
+
     coco = list(BLAZEPOSE33_TO_COCO17)
-    sigmas = np.asarray(COCO17_SIGMAS)
-    area = (crop_size / 1.5) ** 2
-    oks = np.exp(-(dist[:, coco] ** 2) / (2 * area * (2 * sigmas) ** 2 + np.finfo(float).eps)).mean(
-        axis=1
-    )
+    c = candidate.reshape(len(candidate), -1, 5)[:, coco, :2]
+    p = parent.reshape(len(parent), -1, 5)[:, coco, :2]
+    side = crop_size / 1.5
+    boxes = np.tile(np.array([0.0, 0.0, side, side]), (len(p), 1))
+    report = fidelity_metrics(c, p, boxes)
     return {
-        "mean_landmark_px": float(dist.mean()),
-        "p95_landmark_px": float(np.percentile(dist, 95)),
-        "mean_oks_vs_parent": float(oks.mean()),
-        "n_crops": len(c),
+        "mean_landmark_px": report.mean_error_px,
+        "mean_oks_vs_parent": report.mean_oks,
+        "n_crops": report.n_people,
     }
 
 
@@ -180,11 +186,13 @@ def measure_candidate(
     source_torch: torch.nn.Module | None = None,
     accuracy_fn: Callable[[bytes, Path], dict[str, Any]] | None = None,
     wall_time_s: float | None = None,
-    latency_rounds: int = 30,
+    latency_rounds: int = 100,
     max_fidelity_crops: int = 64,
 ) -> dict[str, Any]:
     """The report of ``candidate`` against ``parent`` (see the module docstring)."""
     import torch
+
+    from pose_core.evaluation.latency import median_ratio
 
     example = example_input(crops)
     cand_onnx, parent_onnx = onnx_bytes_of(candidate, example), onnx_bytes_of(parent, example)
@@ -201,11 +209,12 @@ def measure_candidate(
     if isinstance(candidate, torch.nn.Module):
         report["weights_bytes"] = torch_weights_bytes(candidate)
     cand_sess, parent_sess = ort_session(cand_onnx), ort_session(parent_onnx)
-    lat_c, lat_p = interleaved_latency(
-        [cand_sess, parent_sess], example.numpy(), rounds=latency_rounds
+    lat_c, lat_p = session_latency([cand_sess, parent_sess], example.numpy(), latency_rounds)
+    report["latency_ms"], report["parent_latency_ms"] = (
+        latency_summary(lat_c),
+        latency_summary(lat_p),
     )
-    report["latency_ms"], report["parent_latency_ms"] = lat_c, lat_p
-    report["latency_ratio"] = lat_c["p50"] / lat_p["p50"]
+    report["latency_ratio"] = median_ratio(lat_c, lat_p)
     images = crops.images[:max_fidelity_crops]
     report["fidelity"] = landmark_fidelity(
         run_session(cand_sess, images)[0],
