@@ -14,7 +14,6 @@ resolve, 17x3 keypoints, visibility in {0, 1, 2}, categories declare 17 keypoint
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import stat
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from model_store.artifacts import sha256_file
 from model_store.errors import DatasetRejected
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -70,7 +70,8 @@ def extract_and_validate(zip_path: Path, dest: Path, limits: DatasetLimits) -> D
 
     Raises DatasetRejected (``dest`` is then left for the caller to delete).
     """
-    checksum, size = _sha256(zip_path)
+    blob = sha256_file(zip_path)
+    checksum, size = blob.sha256, blob.size
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -231,16 +232,6 @@ def _ids(items: list[Any], what: str) -> set[Any]:
             raise DatasetRejected(f"annotations.json: duplicate id {item['id']} in '{what}'")
         ids.add(item["id"])
     return ids
-
-
-def _sha256(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def remove_tree(path: Path) -> None:
