@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pose_core.evaluation.dataset import IMAGE_SUFFIXES
 from pose_core.inference.crop import (
     CropRect,
     apply_affine,
@@ -214,7 +215,7 @@ def load_crop_sources(
                 )
             )
     for path in sorted(images_dir.iterdir()) if images_dir.is_dir() else []:
-        if path.suffix.lower() not in {".jpg", ".jpeg", ".png"} or path.name in labelled_images:
+        if path.suffix.lower() not in IMAGE_SUFFIXES or path.name in labelled_images:
             continue
         if detect is not None:
             sources.extend(CropSource(path, rect) for rect in detect(load_rgb(path)))

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 NUM_KEYPOINTS = len(COCO17_NAMES)
 PERSON_CATEGORY_ID = 1
+#: File suffixes read as images in a dataset folder (lower case).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
 
 class DatasetError(Exception):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pose_core.evaluation.dataset import load_dataset, load_rgb
+from pose_core.evaluation.dataset import IMAGE_SUFFIXES, load_dataset, load_rgb
 from pose_core.evaluation.oks import oks
 from pose_core.evaluation.protocol import (
     DEFAULT_MAX_PEOPLE,
@@ -28,8 +28,6 @@ from pose_core.evaluation.protocol import (
     TopDownPipeline,
 )
 from pose_core.inference.crop import CropRect
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
 FidelityInput = tuple[np.ndarray, Sequence[tuple[float, float, float, float]] | None]
 

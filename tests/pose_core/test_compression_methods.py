@@ -248,6 +248,18 @@ def test_unlabelled_images_without_a_detector_give_whole_image_crops(tmp_path: P
     assert len(crops) == 1 and crops.targets is None and not crops.has_labels
 
 
+def test_every_dataset_image_format_gives_crops(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    with Image.open(DATA / "ultralytics_zidane.jpg") as img:
+        small = img.convert("RGB").resize((64, 36))
+    small.save(tmp_path / "images" / "a.webp")
+    small.save(tmp_path / "images" / "b.bmp")
+    (tmp_path / "images" / "notes.txt").write_text("not an image")
+    assert len(build_cropset([tmp_path])) == 2
+
+
 def test_coco_to_blazepose_mapping_places_each_keypoint() -> None:
     flat = np.arange(51, dtype=np.float32)
     mapped = coco_keypoints_to_blazepose33(flat.tolist())
