@@ -21,11 +21,14 @@ from model_store.errors import (
     ConflictError,
     DatasetRejected,
     InvalidArgumentError,
+    NoDetectorError,
     NotFoundError,
+    NotServableError,
     SchemaVersionError,
     StoreError,
 )
 from pose_core.importers.uploads import UploadRejected
+from pose_core.inference.assemble import ManifestError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +53,9 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (InvalidArgumentError, 422, "invalid_argument"),
+    (NoDetectorError, 503, "no_detector"),
+    (NotServableError, 422, "not_servable"),
+    (ManifestError, 422, "not_servable"),
     (DatasetRejected, 422, "dataset_rejected"),
     (UploadRejected, 422, "upload_rejected"),
     (ArtifactIntegrityError, 500, "artifact_integrity"),
@@ -87,13 +93,24 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.detail)
 
 
-async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+def error_fields(exc: Exception) -> tuple[int, str, str, Any] | None:
+    """(status, code, message, detail) of an :class:`ApiError` or a mapped domain error;
+    None for any other exception."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.code, exc.message, exc.detail
     for kind, status, code in DOMAIN_ERRORS:
         if isinstance(exc, kind):
-            if status >= 500:
-                logger.error("%s: %s", code, exc)
-            return error_response(status, code, str(exc))
-    raise exc
+            return status, code, str(exc), None
+    return None
+
+
+async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
+    fields = error_fields(exc)
+    if fields is None:
+        raise exc
+    if fields[0] >= 500:
+        logger.error("%s: %s", fields[1], exc)
+    return error_response(*fields)
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -33,3 +33,13 @@ class DatasetRejected(StoreError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class NotServableError(StoreError):
+    """A version cannot serve keypoints: no pose manifest in its lineage or no ``model``
+    artifact."""
+
+
+class NoDetectorError(NotServableError):
+    """A version needs a person detector and none is stored in its lineage nor in the
+    built-in model."""

@@ -9,6 +9,8 @@ import json
 from typing import TYPE_CHECKING
 
 from model_store import NotFoundError, Store, VersionInfo
+from model_store.errors import NotServableError
+from model_store.lineage import served_version
 
 if TYPE_CHECKING:
     from pose_core.compression.base import CompressibleModel
@@ -53,22 +55,23 @@ class PipelineUnavailable(Exception):
 def version_pipeline(
     store: Store, version: VersionInfo, threads: int, *, with_detector: bool
 ) -> PosePipeline:
-    """The pipeline serving runs for this version (``app.serving.predictor.Predictor``: manifest
-    ``kind`` and detector inherited through the lineage, ONNX Runtime sessions). Without
-    ``with_detector`` only ``predict_in_rects`` (ground-truth boxes) is needed, so a version
-    with no detector anywhere still runs."""
-    from app.errors import ApiError
-    from app.serving.predictor import Predictor
-    from pose_core.inference.pipeline import PosePipeline
+    """The pipeline serving runs for this version: manifest and detector inherited through
+    the lineage (:mod:`model_store.lineage`), ONNX Runtime sessions, decoding picked by the
+    manifest (:mod:`pose_core.inference.assemble`). Without ``with_detector`` only
+    ``predict_in_rects`` (ground-truth boxes) is needed, so a version with no detector
+    anywhere still runs."""
+    from pose_core.inference.assemble import ManifestError, pose_pipeline
+    from pose_core.inference.runtime import OnnxRunner
 
-    predictor = Predictor(store, threads=threads, cache_size=1)
     try:
-        served = predictor.served_version(version.model, version.number)
+        served = served_version(store, version)
+        detector = None
         if with_detector or served.detector_blob is not None:
-            return predictor.pipeline(served)
-        return PosePipeline(predictor._keypoint_model(served), None)
-    except ApiError as exc:
-        raise PipelineUnavailable(exc.message) from exc
+            detector = OnnxRunner(store.blobs.verify(served.require_detector()), threads)
+        runner = OnnxRunner(store.blobs.verify(served.model_blob), threads)
+        return pose_pipeline(served.manifest, runner, detector)
+    except (NotServableError, ManifestError) as exc:
+        raise PipelineUnavailable(str(exc)) from exc
 
 
 def parse_model_ref(text: str) -> tuple[str, str]:

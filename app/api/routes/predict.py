@@ -15,14 +15,17 @@ from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, StoreDep
-from app.errors import ApiError
+from app.errors import ApiError, error_fields
 from app.schemas import ErrorBody, ErrorResponse
 from app.serving.images import decode_image
-from app.serving.predictor import Prediction, Predictor, ServedVersion
+from app.serving.predictor import Prediction, Predictor
 from app.serving.schemas import BatchItem, BatchPredictionPublic, ImageSize, PredictionPublic
 from app.settings import Settings
 from model_store import Store
+from model_store.errors import NotServableError
+from model_store.lineage import ServedVersion
 from pose_core.builtin import BUILTIN_MODEL_NAME
+from pose_core.inference.assemble import ManifestError
 
 router = APIRouter(
     tags=["predict"],
@@ -223,8 +226,11 @@ async def predict_batch(
             prediction = await run_in_threadpool(
                 _predict_one, predictor, served, data, settings, max_people, min_score
             )
-        except ApiError as exc:
-            error = ErrorBody(code=exc.code, message=exc.message, detail=exc.detail)
+        except (ApiError, NotServableError, ManifestError) as exc:
+            fields = error_fields(exc)
+            assert fields is not None  # every type caught here is mapped
+            _status, code, message, detail = fields
+            error = ErrorBody(code=code, message=message, detail=detail)
             results.append(BatchItem(index=index, filename=upload.filename, error=error))
             continue
         public = PredictionPublic.of(prediction)

@@ -1,0 +1,109 @@
+"""What serving a version needs, read from the store's metadata alone (no model building).
+
+A version made by a job inherits the manifest and the ``detector`` artifact of its nearest
+ancestor that has them; a model with no detector in its lineage uses the built-in model's
+detector. :func:`served_version` gathers that into a :class:`ServedVersion`, which the API
+(``app.serving.predictor``) and the jobs (``workers.version_pipeline``) turn into runners.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from model_store.artifacts import Blob
+from model_store.errors import NoDetectorError, NotFoundError, NotServableError
+from model_store.records import VersionInfo
+from model_store.store import Store
+from pose_core.builtin import BUILTIN_MODEL_NAME, ROLE_DETECTOR, ROLE_MODEL
+
+#: Manifest ``kind`` values a pose pipeline can be assembled from.
+SERVABLE_KINDS = ("blazepose", "heatmap")
+
+#: Parents followed at most (a guard against a corrupt, cyclic lineage).
+MAX_LINEAGE = 1000
+
+
+@dataclass(frozen=True)
+class ServedVersion:
+    """A ready version, its effective manifest and the blobs to run."""
+
+    version: VersionInfo
+    manifest: dict[str, Any]
+    model_blob: Blob
+    detector_blob: Blob | None
+
+    def require_detector(self) -> Blob:
+        """The detector blob.
+
+        Raises:
+            NoDetectorError: none in the lineage and the built-in model is not stored.
+        """
+        if self.detector_blob is None:
+            raise NoDetectorError(
+                f"{self.version.model} v{self.version.number} needs a person detector and "
+                f"the built-in model {BUILTIN_MODEL_NAME!r} (which provides it) is not stored"
+            )
+        return self.detector_blob
+
+
+def lineage(store: Store, version: VersionInfo) -> list[VersionInfo]:
+    """The version and its ancestors, nearest first."""
+    chain = [version]
+    while chain[-1].parent is not None and len(chain) < MAX_LINEAGE:
+        chain.append(store.models.get_version(version.model, chain[-1].parent))
+    return chain
+
+
+def served_version(store: Store, version: VersionInfo) -> ServedVersion:
+    """What serving ``version`` needs: the nearest manifest, its ``model`` blob and the
+    nearest ``detector`` blob (the built-in model's when the lineage has none).
+
+    Raises:
+        NotServableError: no servable manifest ``kind`` in the lineage, or no ``model``
+            artifact.
+    """
+    chain = lineage(store, version)
+    manifest = next((dict(v.manifest) for v in chain if v.manifest), {})
+    kind = manifest.get("kind")
+    if kind not in SERVABLE_KINDS:
+        raise NotServableError(
+            f"{version.model} v{version.number} has no pose manifest (kind {kind!r}); servable "
+            f"kinds: {', '.join(SERVABLE_KINDS)}"
+        )
+    try:
+        model_artifact = version.artifact(ROLE_MODEL)
+    except NotFoundError as exc:
+        raise NotServableError(str(exc)) from exc
+    detector = _nearest_detector(chain)
+    if detector is None and version.model != BUILTIN_MODEL_NAME:
+        detector = _builtin_detector(store)
+    return ServedVersion(
+        version, manifest, Blob(model_artifact.sha256, model_artifact.size), detector
+    )
+
+
+def resolve_served(store: Store, model: str, ref: str | int) -> ServedVersion:
+    """:func:`served_version` of the ready version ``ref`` (number, ``latest`` or alias).
+
+    Raises:
+        NotFoundError: no such model or ready version.
+        NotServableError: see :func:`served_version`.
+    """
+    return served_version(store, store.models.resolve(model, ref))
+
+
+def _nearest_detector(chain: list[VersionInfo]) -> Blob | None:
+    for item in chain:
+        for artifact in item.artifacts:
+            if artifact.role == ROLE_DETECTOR:
+                return Blob(artifact.sha256, artifact.size)
+    return None
+
+
+def _builtin_detector(store: Store) -> Blob | None:
+    try:
+        info = store.models.resolve(BUILTIN_MODEL_NAME, "latest").artifact(ROLE_DETECTOR)
+    except NotFoundError:
+        return None
+    return Blob(info.sha256, info.size)

@@ -1,0 +1,54 @@
+"""A version's manifest + ONNX runners -> the keypoint model / pose pipeline that runs it.
+
+The manifest ``kind`` picks the decoding: ``blazepose`` (BlazePose landmark model) or
+``heatmap`` (top-down heatmap model, its fields read by
+:func:`~pose_core.importers.uploads.heatmap_model_args`). Nothing here knows where the
+runners come from (a store, files, a session cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pose_core.inference.keypoint_model import KeypointModel
+from pose_core.inference.pipeline import PosePipeline
+from pose_core.inference.types import Runner
+
+
+class ManifestError(ValueError):
+    """The manifest does not describe a keypoint model this package can run."""
+
+
+def keypoint_model(manifest: Mapping[str, Any], runner: Runner) -> KeypointModel:
+    """The keypoint model of ``manifest["kind"]`` running on ``runner``.
+
+    Raises:
+        ManifestError: unknown ``kind`` or a malformed heatmap manifest.
+    """
+    kind = manifest.get("kind")
+    if kind == "blazepose":
+        from pose_core.inference.landmarks import BlazePoseLandmarkModel
+
+        return BlazePoseLandmarkModel(runner)
+    if kind == "heatmap":
+        from pose_core.importers.uploads import UploadRejected, heatmap_model_args
+        from pose_core.inference.heatmap import HeatmapModel
+
+        try:
+            return HeatmapModel(runner, **heatmap_model_args(manifest))
+        except UploadRejected as exc:
+            raise ManifestError(f"bad heatmap manifest: {exc}") from exc
+    raise ManifestError(f"no keypoint decoding for manifest kind {kind!r}")
+
+
+def pose_pipeline(
+    manifest: Mapping[str, Any], runner: Runner, detector: Runner | None
+) -> PosePipeline:
+    """Detector -> crops -> keypoint model; without ``detector`` only
+    :meth:`~pose_core.inference.pipeline.PosePipeline.predict_in_rects` works.
+
+    Raises:
+        ManifestError: see :func:`keypoint_model`.
+    """
+    return PosePipeline(keypoint_model(manifest, runner), detector)
