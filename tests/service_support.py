@@ -26,6 +26,28 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_DATA = REPO_ROOT / "tests" / "data"
 
 
+def cli_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any ``POSECOMPRESS_*`` setting, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSECOMPRESS_")}
+    env.update(settings)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m app.cli *args`` from the repository root (``env`` defaults to
+    :func:`cli_env`), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=REPO_ROOT,
+        env=cli_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def export_tiny_onnx(path: Path, *, width: int = 8, size: int = 64, seed: int = 0) -> Path:
     """A small real conv net (3 -> ``width`` -> 17 heatmaps), exported by torch to ONNX
     with a dynamic batch dimension. ``width``/``size`` make it slower when needed."""
@@ -145,10 +167,9 @@ class LiveServer:
 
     def start(self, timeout_s: float = 120) -> None:
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith("POSECOMPRESS_")}
         # The built-in BlazePose import is heavy background work; tests that want it
         # pass POSECOMPRESS_IMPORT_DEFAULT=true in ``env``.
-        env["POSECOMPRESS_IMPORT_DEFAULT"] = "false"
+        env = cli_env(POSECOMPRESS_IMPORT_DEFAULT="false")
         env.update(self.extra_env)
         started = time.monotonic()
         with self.log.open("ab") as log:

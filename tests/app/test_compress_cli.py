@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from compress_support import export_tiny_graph_model, store_version_1
-from service_support import REPO_ROOT, TEST_DATA
+from service_support import TEST_DATA, cli_env, run_cli
 
 from app.commands.compress import load_recipe, progress_bar
 from app.report_table import flatten, format_table
@@ -19,16 +17,7 @@ from model_store import open_store
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSECOMPRESS_")}
-    env["POSECOMPRESS_ORT_THREADS"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(*args, env=cli_env(POSECOMPRESS_ORT_THREADS="1"))
 
 
 @pytest.mark.slow

@@ -8,8 +8,6 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from compress_support import dev_subset_zip, export_tiny_graph_model, store_version_1
-from service_support import REPO_ROOT, live_server, remove, short_tmp_dir, wait_job
+from service_support import live_server, remove, run_cli, short_tmp_dir, wait_job
 
 from model_store import open_store
 
@@ -210,26 +208,17 @@ def test_compress_command_follows_the_job_and_prints_the_report(
     client, dataset = server
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"recipe": [TINY_STEPS["distill"]]}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSECOMPRESS_")}
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "compress",
-            "tiny:1",
-            "--recipe",
-            str(recipe),
-            "--dataset",
-            dataset,
-            "--url",
-            str(client.base_url),
-            "--json",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    url = str(client.base_url)
+    done = run_cli(
+        "compress",
+        "tiny:1",
+        "--recipe",
+        str(recipe),
+        "--dataset",
+        dataset,
+        "--url",
+        url,
+        "--json",
         timeout=400,
     )
     assert done.returncode == 0, done.stderr
@@ -241,24 +230,15 @@ def test_compress_command_follows_the_job_and_prints_the_report(
 
     unknown = recipe.with_name("bad.json")
     unknown.write_text(json.dumps([{"method": "sparsify"}]))
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "compress",
-            "tiny:1",
-            "--recipe",
-            str(unknown),
-            "--dataset",
-            dataset,
-            "--url",
-            str(client.base_url),
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    refused = run_cli(
+        "compress",
+        "tiny:1",
+        "--recipe",
+        str(unknown),
+        "--dataset",
+        dataset,
+        "--url",
+        url,
         timeout=120,
     )
     assert refused.returncode == 1 and "unknown_method" in refused.stderr

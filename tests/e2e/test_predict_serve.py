@@ -11,7 +11,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from service_support import TEST_DATA, LiveServer, live_server, remove, short_tmp_dir
+from service_support import (
+    TEST_DATA,
+    LiveServer,
+    cli_env,
+    live_server,
+    remove,
+    run_cli,
+    short_tmp_dir,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -86,46 +94,23 @@ def test_first_start_imports_blazepose_and_serves_keypoints(
 
 
 def test_import_default_command_is_idempotent(data_dir: Path, blazepose_assets) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSECOMPRESS_")}
-    env["POSECOMPRESS_ASSET_DIR"] = str(blazepose_assets.landmark_tflite.parent)
-    command = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "models",
-        "import-default",
-        "--data-dir",
-        str(data_dir),
-    ]
-    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    env = cli_env(POSECOMPRESS_ASSET_DIR=str(blazepose_assets.landmark_tflite.parent))
+    command = ("models", "import-default", "--data-dir", str(data_dir))
+    first = run_cli(*command, env=env, timeout=600)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("stored blazepose-full v1")
-    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    second = run_cli(*command, env=env, timeout=120)
     assert second.returncode == 0 and second.stdout.startswith("already present: blazepose-full v1")
 
 
 def test_import_default_without_the_wheel_fails_clearly(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSECOMPRESS_")}
-    env["POSECOMPRESS_ASSET_DIR"] = str(tmp_path / "no-assets")
-    env["PIP_NO_INDEX"] = "1"  # no download either
-    env["PIP_FIND_LINKS"] = str(tmp_path)
-    command = [
-        sys.executable,
-        "-m",
-        "app.cli",
-        "models",
-        "import-default",
-        "--data-dir",
-        str(tmp_path / "data"),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    env = cli_env(
+        POSECOMPRESS_ASSET_DIR=str(tmp_path / "no-assets"),
+        PIP_NO_INDEX="1",  # no download either
+        PIP_FIND_LINKS=str(tmp_path),
+    )
+    result = run_cli(
+        "models", "import-default", "--data-dir", str(tmp_path / "data"), env=env, timeout=300
+    )
     assert result.returncode == 2
     assert "BlazePose model files are unavailable" in result.stderr
