@@ -78,17 +78,15 @@ class SessionCache:
         """The runner for ``sha256``, building it from ``load()`` (a path or the model bytes)
         on a miss. Concurrent misses for one key build it once."""
         with self._lock:
-            runner = self._runners.get(sha256)
+            runner = self._cached(sha256)
             if runner is not None:
-                self._runners.move_to_end(sha256)
                 return runner
             key_lock = self._loading.setdefault(sha256, threading.Lock())
         with key_lock:
             with self._lock:
-                runner = self._runners.get(sha256)
-                if runner is not None:
-                    self._runners.move_to_end(sha256)
-                    return runner
+                runner = self._cached(sha256)
+            if runner is not None:
+                return runner
             logger.info("loading ONNX Runtime session %s", sha256[:12])
             runner = OnnxRunner(load(), self.threads)
             with self._lock:
@@ -99,6 +97,13 @@ class SessionCache:
                     logger.info("evicted ONNX Runtime session %s", evicted[:12])
                 self._loading.pop(sha256, None)
             return runner
+
+    def _cached(self, sha256: str) -> OnnxRunner | None:
+        """The cached runner, marked most recently used (call with ``_lock`` held)."""
+        runner = self._runners.get(sha256)
+        if runner is not None:
+            self._runners.move_to_end(sha256)
+        return runner
 
     def __contains__(self, sha256: object) -> bool:
         with self._lock:
