@@ -163,7 +163,7 @@ class CompressRequest(BaseModel):
     keep_intermediate: bool = Field(default=False, description="a version for every step")
     augment_copies: int = Field(default=1, ge=0, le=32, description="augmented copies per crop")
     max_crops: int | None = Field(default=None, ge=1, description="person crops to use")
-    latency_rounds: int = Field(default=30, ge=1, le=1000)
+    latency_rounds: int = Field(default=100, ge=1, le=1000)
     seed: int = 0
 
 

@@ -152,7 +152,7 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
             crops,
             eval_dir=eval_dir,
             accuracy=accuracy,
-            latency_rounds=int(params.get("latency_rounds", 30)),
+            latency_rounds=int(params.get("latency_rounds", 100)),
         )
         report.update(
             onnx_vs_torch_max_abs_diff=parity,
