@@ -293,11 +293,45 @@ def test_least_squares_refit_brings_a_pruned_model_back_towards_its_parent() -> 
         return float((_outputs(student, x)[0] - _outputs(parent, x)[0]).abs().mean())
 
     before = error()
-    summary = refit_pointwise(
-        student, frozen_copy(parent), crops, {n: (n, torch.tensor(i)) for n, i in kept.items()}
+    summary = refit_pointwise(  # the tiny heads see one pixel per crop: refit them too here
+        student,
+        frozen_copy(parent),
+        crops,
+        {n: (n, torch.tensor(i)) for n, i in kept.items()},
+        min_rows_per_weight=0.0,
     )
     assert summary["layers"] >= 4
     assert error() < 0.5 * before
+
+
+def test_refit_leaves_under_determined_convs_alone() -> None:
+    """A head that sees one pixel per crop would be interpolated through the refit crops."""
+    from pose_core.compression.distill import frozen_copy
+    from pose_core.compression.refit import refit_pointwise
+
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Conv2d(3, 4, 1), nn.AvgPool2d(64), nn.Conv2d(4, 6, 4))
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    crops = random_crops(8)  # head: 8 rows for 4 * 4 * 4 + 1 = 65 weights per output
+    targets = {"0": ("0", None), "2": ("2", None)}
+
+    def refitted(min_rows_per_weight: float) -> tuple[nn.Module, dict[str, int]]:
+        model = copy.deepcopy(student)
+        summary = refit_pointwise(
+            model, frozen_copy(teacher), crops, targets, min_rows_per_weight=min_rows_per_weight
+        )
+        return model, summary
+
+    guarded, summary = refitted(0.5)
+    assert summary == {"layers": 1, "improved": 1, "skipped": 1}
+    assert torch.equal(guarded[2].weight, student[2].weight)
+    assert not torch.equal(guarded[0].weight, student[0].weight)
+    unguarded, summary = refitted(0.0)
+    assert summary["layers"] == 2
+    assert not torch.equal(unguarded[2].weight, student[2].weight)
 
 
 def test_a_distillation_that_makes_things_worse_is_undone() -> None:
