@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--recovery-steps", type=int, default=100000)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument(
+        "--lr", type=float, default=1e-6, help="distillation lr (see RecoveryConfig.lr)"
+    )
     parser.add_argument("--copies", type=int, default=2, help="augmented copies per source crop")
     parser.add_argument(
         "--no-detector", action="store_true", help="whole-image crops for unlabeled"
