@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from sqlalchemy import select
@@ -39,15 +40,7 @@ class DatasetStore:
         try:
             with self.db.session() as s:
                 row = DatasetRow(
-                    id=dataset_id,
-                    name=name,
-                    created_at=utcnow(),
-                    image_count=summary.image_count,
-                    annotation_count=summary.annotation_count,
-                    labelled_image_count=summary.labelled_image_count,
-                    has_annotations=summary.has_annotations,
-                    checksum=summary.checksum,
-                    size_bytes=summary.size_bytes,
+                    id=dataset_id, name=name, created_at=utcnow(), **asdict(summary)
                 )
                 s.add(row)
                 s.flush()
@@ -82,14 +75,4 @@ class DatasetStore:
 
 
 def _info(row: DatasetRow) -> DatasetInfo:
-    return DatasetInfo(
-        id=row.id,
-        name=row.name,
-        created_at=row.created_at,
-        image_count=row.image_count,
-        annotation_count=row.annotation_count,
-        labelled_image_count=row.labelled_image_count,
-        has_annotations=row.has_annotations,
-        checksum=row.checksum,
-        size_bytes=row.size_bytes,
-    )
+    return DatasetInfo(**{f.name: getattr(row, f.name) for f in fields(DatasetInfo)})

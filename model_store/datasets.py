@@ -24,6 +24,7 @@ from typing import Any
 
 from model_store.artifacts import sha256_file
 from model_store.errors import DatasetRejected
+from model_store.records import DatasetSummary
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 ANNOTATIONS = "annotations.json"
@@ -37,16 +38,6 @@ class DatasetLimits:
     max_uncompressed_bytes: int = 2 * 1024**3
     max_image_bytes: int = 20 * 1024**2
     max_image_pixels: int = 50_000_000
-
-
-@dataclass(frozen=True)
-class DatasetSummary:
-    image_count: int
-    annotation_count: int
-    labelled_image_count: int
-    has_annotations: bool
-    checksum: str
-    size_bytes: int
 
 
 def safe_member_name(name: str) -> PurePosixPath:

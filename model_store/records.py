@@ -55,16 +55,24 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
-class DatasetInfo:
-    id: str
-    name: str | None
-    created_at: datetime
+class DatasetSummary:
+    """What validating a dataset archive found (see ``model_store.datasets``)."""
+
     image_count: int
     annotation_count: int
     labelled_image_count: int
     has_annotations: bool
     checksum: str
     size_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetInfo(DatasetSummary):
+    """A stored dataset: its summary plus identity."""
+
+    id: str
+    name: str | None
+    created_at: datetime
 
 
 @dataclass(frozen=True)
