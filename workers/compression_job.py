@@ -175,32 +175,21 @@ def measure_result(
     latency_rounds: int,
 ) -> dict[str, Any]:
     """``measure_candidate``'s report of a result against its parent, on graphs already
-    exported (the parent's as stored): params / MACs / weight bytes from the torch forms."""
+    exported (the parent's as stored); params / MACs of an ONNX-only result come from the
+    parent's torch form."""
     import torch
 
-    from pose_core.compression.base import OnnxModel
-    from pose_core.compression.measure import (
-        count_macs_params,
-        example_input,
-        measure_candidate,
-        torch_weights_bytes,
-    )
+    from pose_core.compression.measure import measure_candidate
 
-    torch_model = model if isinstance(model, torch.nn.Module) else None
-    source = torch_model or (parent if isinstance(parent, torch.nn.Module) else None)
-    report = measure_candidate(
-        OnnxModel(onnx_bytes),
-        OnnxModel(parent_onnx),
+    source = parent if isinstance(parent, torch.nn.Module) else None
+    return measure_candidate(
+        model,
+        parent,
         crops,
         eval_dataset_dir=eval_dir,
         source_torch=source,
         accuracy_fn=accuracy,
         latency_rounds=latency_rounds,
+        candidate_onnx=onnx_bytes,
+        parent_onnx=parent_onnx,
     )
-    if isinstance(parent, torch.nn.Module):
-        report["parent_macs"], report["parent_params"] = count_macs_params(
-            parent, example_input(crops)
-        )
-    if torch_model is not None:
-        report["weights_bytes"] = torch_weights_bytes(torch_model)
-    return report

@@ -188,14 +188,21 @@ def measure_candidate(
     wall_time_s: float | None = None,
     latency_rounds: int = 100,
     max_fidelity_crops: int = 64,
+    candidate_onnx: bytes | None = None,
+    parent_onnx: bytes | None = None,
 ) -> dict[str, Any]:
-    """The report of ``candidate`` against ``parent`` (see the module docstring)."""
+    """The report of ``candidate`` against ``parent`` (see the module docstring).
+
+    ``candidate_onnx`` / ``parent_onnx``: graphs already exported (for example the stored
+    artifacts), measured instead of exporting the torch forms again.
+    """
     import torch
 
     from pose_core.evaluation.latency import median_ratio
 
     example = example_input(crops)
-    cand_onnx, parent_onnx = onnx_bytes_of(candidate, example), onnx_bytes_of(parent, example)
+    cand_onnx = candidate_onnx or onnx_bytes_of(candidate, example)
+    parent_onnx = parent_onnx or onnx_bytes_of(parent, example)
     report: dict[str, Any] = {
         "artifact_bytes": len(cand_onnx),
         "parent_artifact_bytes": len(parent_onnx),
