@@ -74,6 +74,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "qat_steps": 400,
         "qat_learning_rate": 3e-5,
     },
+    "int8_qat_400_lr1e-5": {
+        "calibrator": "percentile",
+        "percentile": 99.99,
+        "max_landmark_error_px": None,
+        "num_calibration_crops": 128,
+        "qat_steps": 400,
+        "qat_learning_rate": 1e-5,
+    },
+    "int8_qat_400_lr3e-6": {
+        "calibrator": "percentile",
+        "percentile": 99.99,
+        "max_landmark_error_px": None,
+        "num_calibration_crops": 128,
+        "qat_steps": 400,
+        "qat_learning_rate": 3e-6,
+    },
 }
 
 

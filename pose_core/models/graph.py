@@ -170,6 +170,10 @@ class GraphModel(nn.Module):
 
     ``input_spec`` describes the input (``shape`` [C, H, W], ``layout``, ``range``,
     ``channel_order``); ``metadata`` is free JSON (source file, model family).
+
+    ``tensor_hook``, when set, is applied to every node's output (``hook(node, tensor) ->
+    tensor``); quantization-aware training uses it to fake-quantize the tensors ONNX Runtime
+    will quantize. It is not part of the recipe.
     """
 
     def __init__(self, layers: Mapping[str, nn.Module], nodes: Sequence[Node],
@@ -182,6 +186,7 @@ class GraphModel(nn.Module):
         self.outputs: list[GraphOutput] = list(outputs)
         self.input_spec: dict[str, Any] = dict(input_spec)
         self.metadata: dict[str, Any] = dict(metadata or {})
+        self.tensor_hook: Callable[[Node, torch.Tensor], torch.Tensor] | None = None
         self._check_graph()
         self._release = self._release_plan()
 
@@ -220,8 +225,10 @@ class GraphModel(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(N, C, H, W) float32 -> outputs in ``output_names`` order."""
         env: dict[str, torch.Tensor] = {INPUT_TENSOR: x}
+        hook = self.tensor_hook
         for node, release in zip(self.nodes, self._release, strict=True):
-            env[node.output] = OPS[node.op](self, node, [env[name] for name in node.inputs])
+            y = OPS[node.op](self, node, [env[name] for name in node.inputs])
+            env[node.output] = y if hook is None else hook(node, y)
             for name in release:
                 del env[name]
         return tuple(_to_nhwc(env[out.tensor]) if out.nhwc else env[out.tensor]
