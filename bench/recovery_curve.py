@@ -28,11 +28,10 @@ sys.path.insert(0, str(ROOT))
 from bench.compression import detector_fn  # noqa: E402
 from bench.quantize import SHARED, DevSet  # noqa: E402
 from pose_core.assets import ensure_blazepose_assets  # noqa: E402
+from pose_core.compression.configs import LowRankConfig, PruneConfig, RecoveryConfig  # noqa: E402
 from pose_core.compression.data import AugmentConfig, CompressionData, build_cropset  # noqa: E402
-from pose_core.compression.distill import RecoveryConfig, frozen_copy, train_distill  # noqa: E402
-from pose_core.compression.lowrank import LowRankConfig  # noqa: E402
+from pose_core.compression.distill import frozen_copy, train_distill  # noqa: E402
 from pose_core.compression.measure import count_macs_params, example_input  # noqa: E402
-from pose_core.compression.prune import PruneConfig  # noqa: E402
 from pose_core.compression.registry import compress  # noqa: E402
 from pose_core.importers.tflite import import_blazepose_landmark  # noqa: E402
 

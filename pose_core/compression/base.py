@@ -1,25 +1,15 @@
-"""Types shared by every compression method: configs, the compressible model, the result."""
+"""Types shared by every compression method: the compressible model, the result, the errors.
+
+Configs live in :mod:`pose_core.compression.configs` (torch-free).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
-import torch
-from pydantic import BaseModel, ConfigDict
-
-
-class MethodConfig(BaseModel):
-    """Base of every method's config: frozen, strict, JSON round-trippable.
-
-    Subclasses set ``method`` as a ``Literal`` default (e.g. ``method: Literal["prune"] = "prune"``)
-    and add their own fields with defaults.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    method: str
-    config_version: int = 1
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -32,7 +22,7 @@ class OnnxModel:
 
 
 #: What a compression step takes and returns: a torch module (prunable, trainable) or an ONNX graph.
-CompressibleModel = torch.nn.Module | OnnxModel
+CompressibleModel = Union["torch.nn.Module", OnnxModel]
 
 
 @dataclass(frozen=True)

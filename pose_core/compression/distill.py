@@ -33,14 +33,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
-from pose_core.compression.base import CompressionError, CompressionResult, MethodConfig
+from pose_core.compression.base import CompressionError, CompressionResult
+from pose_core.compression.configs import DistillConfig, RecoveryConfig
 from pose_core.compression.data import NUM_BODY_LANDMARKS, CompressionData, CropSet
 from pose_core.compression.registry import register
 
@@ -48,42 +48,6 @@ logger = logging.getLogger(__name__)
 
 NUM_LANDMARKS = 39
 CHECKPOINT_NAME = "distill.pt"
-
-
-class RecoveryConfig(BaseModel):
-    """Training settings of a distillation run (standalone or recovery after prune/lowrank/QAT)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    steps: int = Field(default=300, ge=0)
-    time_budget_s: float | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=8, ge=1)
-    #: BlazePose-Full is very sharp in these pixel units: one Adam-sized step (every weight moved
-    #: by lr) on a pruned + refitted student took the loss on its own batch 6.7 -> 46 at 3e-5 and
-    #: 6.7 -> 7.9 at 5e-6, but 6.7 -> 5.1 at 1e-6; 40 steps at 3e-5 took the training crops from
-    #: 5.1 to 11.9 px, at 1e-6 to 4.5 px (held-out 21.8 -> 23.1 vs 21.7)
-    lr: float = Field(default=1e-6, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    landmark_weight: float = 1.0
-    aux_weight: float = 0.1
-    z_weight: float = 0.05
-    logit_weight: float = 1.0
-    presence_weight: float = 1.0
-    heatmap_weight: float = 0.0
-    gt_weight: float = 0.0
-    smooth_l1_beta_px: float = 2.0
-    checkpoint_every: int = Field(default=50, ge=1)
-    seed: int = 0
-    warmup_steps: int = Field(default=20, ge=0)
-    #: crops scored before and after training; if training made them worse, the student's
-    #: starting weights are restored (a short, CPU-starved run must never return a worse model)
-    guard_crops: int = Field(default=16, ge=0)
-
-
-class DistillConfig(MethodConfig, RecoveryConfig):
-    """Distillation from the teacher (``data.teacher``, default the parent) into the model."""
-
-    method: Literal["distill"] = "distill"
 
 
 @dataclass

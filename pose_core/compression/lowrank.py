@@ -12,43 +12,20 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field, model_validator
 from torch import nn
 
-from pose_core.compression.base import CompressionError, CompressionResult, MethodConfig
+from pose_core.compression.base import CompressionError, CompressionResult
+from pose_core.compression.configs import LowRankConfig
 from pose_core.compression.data import CompressionData
-from pose_core.compression.distill import RecoveryConfig, frozen_copy, recover
+from pose_core.compression.distill import frozen_copy, recover
 from pose_core.compression.measure import count_macs_params, example_input
 from pose_core.compression.refit import Targets, refit_pointwise
 from pose_core.compression.registry import register
 
 logger = logging.getLogger(__name__)
-
-
-class LowRankConfig(MethodConfig):
-    """Factorize layers keeping ``energy`` of each spectrum, or to fit ``params_ratio``."""
-
-    method: Literal["lowrank"] = "lowrank"
-    energy: float | None = Field(default=None, gt=0, le=1)
-    params_ratio: float | None = Field(default=0.7, gt=0, lt=1)
-    min_saving: float = Field(default=0.1, ge=0, lt=1)
-    #: ranks rounded up to a multiple of this (ONNX Runtime's conv kernels prefer 8 / 16)
-    round_to: int = Field(default=8, ge=1)
-    tucker_kxk: bool = True
-    ignored_layers: tuple[str, ...] = ()  #: module-name prefixes left alone
-    #: least-squares refit of the factorized layers (and every dense conv) to the parent's features
-    refit: bool = True
-    refit_crops: int = Field(default=64, ge=1)
-    recovery: RecoveryConfig = RecoveryConfig()
-
-    @model_validator(mode="after")
-    def _one_target(self) -> LowRankConfig:
-        if (self.energy is None) == (self.params_ratio is None):
-            raise ValueError("set exactly one of energy and params_ratio")
-        return self
 
 
 @dataclass

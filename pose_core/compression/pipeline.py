@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from pose_core.compression.base import CompressibleModel, CompressionResult, MethodConfig, OnnxModel
+from pose_core.compression.base import CompressibleModel, CompressionResult, OnnxModel
+from pose_core.compression.configs import MethodConfig
 from pose_core.compression.data import CompressionData
 from pose_core.compression.registry import compress, parse_config
 

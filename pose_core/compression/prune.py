@@ -12,48 +12,22 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch_pruning as tp
-from pydantic import Field, model_validator
 from torch import nn
 
-from pose_core.compression.base import CompressionError, CompressionResult, MethodConfig
+from pose_core.compression.base import CompressionError, CompressionResult
+from pose_core.compression.configs import PruneConfig
 from pose_core.compression.data import CompressionData, CropSet
-from pose_core.compression.distill import RecoveryConfig, frozen_copy, pose_outputs, recover
+from pose_core.compression.distill import frozen_copy, pose_outputs, recover
 from pose_core.compression.measure import count_macs_params, example_input
 from pose_core.compression.refit import refit_pointwise
 from pose_core.compression.registry import register
 from pose_core.models.layers import ChannelPad
 
 logger = logging.getLogger(__name__)
-
-
-class PruneConfig(MethodConfig):
-    """Prune ``ratio`` of the channels of every prunable group, or until ``target_macs_ratio``."""
-
-    method: Literal["prune"] = "prune"
-    ratio: float | None = Field(default=0.3, gt=0, lt=1)
-    target_macs_ratio: float | None = Field(default=None, gt=0, lt=1)
-    importance: Literal["magnitude", "taylor"] = "magnitude"
-    global_pruning: bool = False
-    #: keep channel counts multiples of this: ONNX Runtime's blocked conv kernels want 8 or 16
-    #: (measured: 30% pruning without rounding was no faster than the parent, with 8: ~0.65x)
-    round_to: int | None = Field(default=8, ge=1)
-    #: module-name prefixes never pruned (the output heads are always kept, whatever this says)
-    ignored_layers: tuple[str, ...] = ()
-    taylor_batches: int = Field(default=4, ge=1)
-    #: least-squares refit of every 1x1 conv to the parent's features before recovery
-    refit: bool = True
-    refit_crops: int = Field(default=64, ge=1)
-    recovery: RecoveryConfig = RecoveryConfig()
-
-    @model_validator(mode="after")
-    def _one_target(self) -> PruneConfig:
-        if (self.ratio is None) == (self.target_macs_ratio is None):
-            raise ValueError("set exactly one of ratio and target_macs_ratio")
-        return self
 
 
 class _IndexShift:

@@ -21,46 +21,20 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from pose_core.compression.base import (
     CompressibleModel,
     CompressionError,
     CompressionResult,
-    MethodConfig,
     OnnxModel,
 )
-from pose_core.compression.quantize_calibration import Calibrator
+from pose_core.compression.configs import QuantizeConfig
 from pose_core.compression.registry import register
 
 logger = logging.getLogger(__name__)
-
-class QuantizeConfig(MethodConfig):
-    """Config of one quantization step (frozen, JSON round-trippable)."""
-
-    method: Literal["quantize"] = "quantize"
-    mode: Literal["int8_static", "fp16_weights"] = "int8_static"
-    calibrator: Calibrator = "percentile"
-    percentile: float = Field(99.99, gt=50.0, le=100.0)
-    num_bins: int = Field(2048, ge=128)
-    num_calibration_crops: int = Field(256, ge=1)
-    num_holdout_crops: int = Field(32, ge=1)
-    per_channel: bool = True
-    #: budget: mean landmark error (crop pixels of 256) vs the fp32 parent on held-out crops
-    max_landmark_error_px: float | None = Field(2.0, gt=0.0)
-    #: at most this many nodes may go back to fp32 to meet the budget
-    max_fp32_nodes: int = Field(16, ge=0)
-    #: fail (instead of returning the best model found) when the budget is not met
-    fail_over_budget: bool = False
-    #: quantization-aware fine-tuning steps (0 = post-training only); torch models only
-    qat_steps: int = Field(0, ge=0)
-    qat_batch_size: int = Field(8, ge=1)
-    qat_learning_rate: float = Field(2e-5, gt=0.0)
-    sensitivity_top_k: int = Field(10, ge=0)
-
 
 @register(QuantizeConfig)
 def quantize(model: CompressibleModel, config: QuantizeConfig, data: Any) -> CompressionResult:

@@ -14,12 +14,12 @@ import io
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import onnx
 
-Calibrator = Literal["minmax", "percentile", "entropy"]
+from pose_core.compression.configs import Calibrator
+
 CHUNK = 16  #: crops per collect_data call
 
 

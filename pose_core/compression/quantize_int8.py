@@ -14,7 +14,7 @@ from pose_core.compression.base import CompressionError
 from pose_core.compression.quantize_calibration import calibrate_ranges
 
 if TYPE_CHECKING:
-    from pose_core.compression.quantize import QuantizeConfig
+    from pose_core.compression.configs import QuantizeConfig
 
 logger = logging.getLogger(__name__)
 

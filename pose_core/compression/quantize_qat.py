@@ -36,7 +36,7 @@ from pose_core.compression.base import CompressionError
 from pose_core.models.graph import INPUT_TENSOR, GraphModel, Node
 
 if TYPE_CHECKING:
-    from pose_core.compression.quantize import QuantizeConfig
+    from pose_core.compression.configs import QuantizeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -217,8 +217,9 @@ def qat_finetune(
     model: Any, calib: np.ndarray, config: QuantizeConfig, data: Any
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Fake-quant fine-tuned copy of ``model``, exported and optimized for quantization."""
+    from pose_core.compression.configs import RecoveryConfig
     from pose_core.compression.data import CropSet
-    from pose_core.compression.distill import RecoveryConfig, frozen_copy, train_distill
+    from pose_core.compression.distill import frozen_copy, train_distill
     from pose_core.compression.quantize_graph import preprocess_fp32
     from pose_core.export import export_onnx
 

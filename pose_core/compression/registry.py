@@ -1,4 +1,9 @@
-"""Method registry: config type -> handler, and the single ``compress`` entry point."""
+"""Method registry: config type -> handler, and the single ``compress`` entry point.
+
+Parsing a recipe (:func:`parse_config`, :func:`known_methods`) only needs the torch-free configs
+of :mod:`pose_core.compression.configs`; the handlers (which import torch) are loaded by the
+first :func:`compress` call.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,15 @@ from typing import Any, TypeVar
 from pose_core.compression.base import (
     CompressibleModel,
     CompressionResult,
-    MethodConfig,
     UnknownMethodError,
 )
+from pose_core.compression.configs import BUILTIN_CONFIGS, MethodConfig
 
 ConfigT = TypeVar("ConfigT", bound=MethodConfig)
 Handler = Callable[[CompressibleModel, Any, Any], CompressionResult]
 TypedHandler = Callable[[CompressibleModel, ConfigT, Any], CompressionResult]
 
-_CONFIGS: dict[str, type[MethodConfig]] = {}
+_CONFIGS: dict[str, type[MethodConfig]] = dict(BUILTIN_CONFIGS)
 _HANDLERS: dict[str, Handler] = {}
 
 
@@ -48,13 +53,11 @@ def _load_builtin_methods() -> None:
 
 def known_methods() -> list[str]:
     """Names of every registered method, sorted."""
-    _load_builtin_methods()
     return sorted(_CONFIGS)
 
 
 def parse_config(raw: Mapping[str, Any]) -> MethodConfig:
     """Build the typed config for one recipe step (``{"method": ..., **fields}``)."""
-    _load_builtin_methods()
     method = raw.get("method")
     if method not in _CONFIGS:
         raise UnknownMethodError(

@@ -62,3 +62,24 @@ def test_unknown_method_lists_the_known_ones() -> None:
         parse_config({"method": "sparsify"})
     for name in known_methods():
         assert name in str(info.value)
+
+
+def test_recipes_parse_without_importing_torch() -> None:
+    """The API validates recipes before queueing: that must not load torch into its process."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pose_core.compression.registry import known_methods, parse_config\n"
+        "steps = [{'method': m} for m in ('quantize', 'distill', 'lowrank')]\n"
+        "steps.append({'method': 'prune', 'ratio': 0.3, 'recovery': {'steps': 5}})\n"
+        "configs = [parse_config(s) for s in steps]\n"
+        "assert configs[3].recovery.steps == 5\n"
+        "assert known_methods() == ['distill', 'lowrank', 'prune', 'quantize']\n"
+        "print(sorted(m for m in ('torch', 'numpy', 'onnx') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

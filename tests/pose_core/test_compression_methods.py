@@ -13,17 +13,18 @@ import torch
 from compression_tiny import random_crops, tiny_pose_model
 from torch import nn
 
+from pose_core.compression.configs import LowRankConfig, PruneConfig, RecoveryConfig
 from pose_core.compression.data import (
     AugmentConfig,
     CompressionData,
     build_cropset,
     coco_keypoints_to_blazepose33,
 )
-from pose_core.compression.distill import RecoveryConfig, distill_loss, pose_outputs, train_distill
-from pose_core.compression.lowrank import LowRankConfig, decompose
+from pose_core.compression.distill import distill_loss, pose_outputs, train_distill
+from pose_core.compression.lowrank import decompose
 from pose_core.compression.measure import count_macs_params, example_input
 from pose_core.compression.pipeline import run_recipe
-from pose_core.compression.prune import PruneConfig, prune_channels
+from pose_core.compression.prune import prune_channels
 from pose_core.keypoints import BLAZEPOSE33_FLIP_PAIRS
 from pose_core.models.graph import load_graph_model, save_graph_model
 from pose_core.models.layers import ChannelPad

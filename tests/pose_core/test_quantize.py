@@ -13,7 +13,7 @@ from torch import nn
 from pose_core.compression import quantize_graph as qg
 from pose_core.compression import quantize_mixed as qm
 from pose_core.compression.base import OnnxModel
-from pose_core.compression.quantize import QuantizeConfig
+from pose_core.compression.configs import QuantizeConfig
 from pose_core.compression.quantize_calibration import calibrate_ranges
 from pose_core.compression.registry import compress, parse_config
 

@@ -11,8 +11,9 @@ from torch import nn
 
 from pose_core.compression import quantize_graph as qg
 from pose_core.compression.base import OnnxModel
+from pose_core.compression.configs import QuantizeConfig
 from pose_core.compression.data import CropSet
-from pose_core.compression.quantize import QuantizeConfig, _onnx_bytes
+from pose_core.compression.quantize import _onnx_bytes
 from pose_core.compression.quantize_calibration import calibrate_ranges
 from pose_core.compression.quantize_mixed import landmark_error_px, run_first_output
 from pose_core.compression.quantize_qat import (

@@ -1,0 +1,143 @@
+"""Every built-in compression method's config: frozen, strict, JSON round-trippable, torch-free.
+
+The API validates recipes with these before queueing a job, so this module must not import
+torch, ONNX or numpy; the handlers that use them live in the method modules
+(:mod:`~pose_core.compression.quantize`, ``prune``, ``lowrank``, ``distill``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Calibrator = Literal["minmax", "percentile", "entropy"]
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's config: frozen, strict, JSON round-trippable.
+
+    Subclasses set ``method`` as a ``Literal`` default (e.g. ``method: Literal["prune"] = "prune"``)
+    and add their own fields with defaults.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: str
+    config_version: int = 1
+
+
+class RecoveryConfig(BaseModel):
+    """Training settings of a distillation run (standalone or recovery after prune/lowrank/QAT)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    steps: int = Field(default=300, ge=0)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=8, ge=1)
+    #: BlazePose-Full is very sharp in these pixel units: one Adam-sized step (every weight moved
+    #: by lr) on a pruned + refitted student took the loss on its own batch 6.7 -> 46 at 3e-5 and
+    #: 6.7 -> 7.9 at 5e-6, but 6.7 -> 5.1 at 1e-6; 40 steps at 3e-5 took the training crops from
+    #: 5.1 to 11.9 px, at 1e-6 to 4.5 px (held-out 21.8 -> 23.1 vs 21.7)
+    lr: float = Field(default=1e-6, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    landmark_weight: float = 1.0
+    aux_weight: float = 0.1
+    z_weight: float = 0.05
+    logit_weight: float = 1.0
+    presence_weight: float = 1.0
+    heatmap_weight: float = 0.0
+    gt_weight: float = 0.0
+    smooth_l1_beta_px: float = 2.0
+    checkpoint_every: int = Field(default=50, ge=1)
+    seed: int = 0
+    warmup_steps: int = Field(default=20, ge=0)
+    #: crops scored before and after training; if training made them worse, the student's
+    #: starting weights are restored (a short, CPU-starved run must never return a worse model)
+    guard_crops: int = Field(default=16, ge=0)
+
+
+class DistillConfig(MethodConfig, RecoveryConfig):
+    """Distillation from the teacher (``data.teacher``, default the parent) into the model."""
+
+    method: Literal["distill"] = "distill"
+
+
+class QuantizeConfig(MethodConfig):
+    """Config of one quantization step (frozen, JSON round-trippable)."""
+
+    method: Literal["quantize"] = "quantize"
+    mode: Literal["int8_static", "fp16_weights"] = "int8_static"
+    calibrator: Calibrator = "percentile"
+    percentile: float = Field(99.99, gt=50.0, le=100.0)
+    num_bins: int = Field(2048, ge=128)
+    num_calibration_crops: int = Field(256, ge=1)
+    num_holdout_crops: int = Field(32, ge=1)
+    per_channel: bool = True
+    #: budget: mean landmark error (crop pixels of 256) vs the fp32 parent on held-out crops
+    max_landmark_error_px: float | None = Field(2.0, gt=0.0)
+    #: at most this many nodes may go back to fp32 to meet the budget
+    max_fp32_nodes: int = Field(16, ge=0)
+    #: fail (instead of returning the best model found) when the budget is not met
+    fail_over_budget: bool = False
+    #: quantization-aware fine-tuning steps (0 = post-training only); torch models only
+    qat_steps: int = Field(0, ge=0)
+    qat_batch_size: int = Field(8, ge=1)
+    qat_learning_rate: float = Field(2e-5, gt=0.0)
+    sensitivity_top_k: int = Field(10, ge=0)
+
+
+class PruneConfig(MethodConfig):
+    """Prune ``ratio`` of the channels of every prunable group, or until ``target_macs_ratio``."""
+
+    method: Literal["prune"] = "prune"
+    ratio: float | None = Field(default=0.3, gt=0, lt=1)
+    target_macs_ratio: float | None = Field(default=None, gt=0, lt=1)
+    importance: Literal["magnitude", "taylor"] = "magnitude"
+    global_pruning: bool = False
+    #: keep channel counts multiples of this: ONNX Runtime's blocked conv kernels want 8 or 16
+    #: (measured: 30% pruning without rounding was no faster than the parent, with 8: ~0.65x)
+    round_to: int | None = Field(default=8, ge=1)
+    #: module-name prefixes never pruned (the output heads are always kept, whatever this says)
+    ignored_layers: tuple[str, ...] = ()
+    taylor_batches: int = Field(default=4, ge=1)
+    #: least-squares refit of every 1x1 conv to the parent's features before recovery
+    refit: bool = True
+    refit_crops: int = Field(default=64, ge=1)
+    recovery: RecoveryConfig = RecoveryConfig()
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PruneConfig:
+        if (self.ratio is None) == (self.target_macs_ratio is None):
+            raise ValueError("set exactly one of ratio and target_macs_ratio")
+        return self
+
+
+class LowRankConfig(MethodConfig):
+    """Factorize layers keeping ``energy`` of each spectrum, or to fit ``params_ratio``."""
+
+    method: Literal["lowrank"] = "lowrank"
+    energy: float | None = Field(default=None, gt=0, le=1)
+    params_ratio: float | None = Field(default=0.7, gt=0, lt=1)
+    min_saving: float = Field(default=0.1, ge=0, lt=1)
+    #: ranks rounded up to a multiple of this (ONNX Runtime's conv kernels prefer 8 / 16)
+    round_to: int = Field(default=8, ge=1)
+    tucker_kxk: bool = True
+    ignored_layers: tuple[str, ...] = ()  #: module-name prefixes left alone
+    #: least-squares refit of the factorized layers (and every dense conv) to the parent's features
+    refit: bool = True
+    refit_crops: int = Field(default=64, ge=1)
+    recovery: RecoveryConfig = RecoveryConfig()
+
+    @model_validator(mode="after")
+    def _one_target(self) -> LowRankConfig:
+        if (self.energy is None) == (self.params_ratio is None):
+            raise ValueError("set exactly one of energy and params_ratio")
+        return self
+
+
+#: method name -> config class of every built-in method
+BUILTIN_CONFIGS: dict[str, type[MethodConfig]] = {
+    config.model_fields["method"].default: config
+    for config in (QuantizeConfig, PruneConfig, LowRankConfig, DistillConfig)
+}
