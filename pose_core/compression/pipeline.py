@@ -4,14 +4,24 @@ Every step receives the previous step's model; the teacher of every step that di
 chain's input model (the fp32 parent), unless ``data.teacher`` names another one. Each step gets
 its own work dir (``step{i}_{method}``, so checkpoints of a killed chain are found again) and its
 own slice of the progress bar.
+
+A finished step's result is saved under ``<work dir>/step{i}_{method}/result/`` (a GraphModel as
+recipe + safetensors, an ONNX graph as bytes, the report as JSON; written to a temp dir and
+renamed, so it is complete or absent). A re-run with the same work dir and recipe (a killed
+worker's job, re-delivered) loads finished steps instead of running them again. Results that
+cannot be stored without pickle (torch modules other than GraphModel) are not saved.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from pose_core.compression.base import CompressibleModel, CompressionResult, OnnxModel
@@ -53,6 +63,14 @@ def run_recipe(
             ),
             teacher=None if isinstance(teacher, OnnxModel) else teacher,
         )
+        saved = _load_step(step_data.work_dir, configs[: index + 1])
+        if saved is not None:
+            logger.info(
+                "recipe step %d/%d: %s, finished before", index + 1, len(configs), config.method
+            )
+            results.append(saved)
+            current = saved.model
+            continue
         logger.info("recipe step %d/%d: %s", index + 1, len(configs), config.method)
         result = compress(current, config, step_data)
         report = {
@@ -61,13 +79,75 @@ def run_recipe(
             "lineage": {
                 "step": index,
                 "of": len(configs),
-                "recipe": [c.model_dump(mode="json") for c in configs[: index + 1]],
+                "recipe": _steps_key(configs[: index + 1]),
             },
         }
         results.append(CompressionResult(result.model, report))
+        _save_step(step_data.work_dir, configs[: index + 1], results[-1])
         current = result.model
     data.progress(1.0, "recipe done")
     if keep_intermediate:
         return results
     last = results[-1]
     return [CompressionResult(last.model, {**last.report, "steps": [r.report for r in results]})]
+
+
+RESULT_DIR = "result"
+_ONNX_FILE, _REPORT_FILE = "model.onnx", "report.json"
+
+
+def _steps_key(steps: Sequence[MethodConfig]) -> list[dict[str, Any]]:
+    return [c.model_dump(mode="json") for c in steps]
+
+
+def _save_step(step_dir: Path, steps: Sequence[MethodConfig], result: CompressionResult) -> None:
+    """Store a finished step's result under ``step_dir/result`` (see the module docstring);
+    ``steps`` is the recipe up to this step (a result is only reused after the same ones)."""
+    from pose_core.models.graph import GraphModel, save_graph_model
+
+    model = result.model
+    if not isinstance(model, OnnxModel | GraphModel):
+        logger.info("step result %s is not saved: no pickle-free form", type(model).__name__)
+        return
+    final = step_dir / RESULT_DIR
+    tmp = step_dir / f"{RESULT_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if isinstance(model, OnnxModel):
+        (tmp / _ONNX_FILE).write_bytes(model.onnx_bytes)
+        names = {"input_names": model.input_names, "output_names": model.output_names}
+    else:
+        save_graph_model(model, tmp)
+        names = {}
+    payload = {"steps": _steps_key(steps), "report": result.report, **names}
+    (tmp / _REPORT_FILE).write_text(json.dumps(payload, default=str), encoding="utf-8")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+
+
+def _load_step(step_dir: Path, steps: Sequence[MethodConfig]) -> CompressionResult | None:
+    """The result :func:`_save_step` stored after exactly these ``steps``, or ``None``."""
+    from pose_core.models.graph import GraphRecipeError, load_graph_model
+
+    folder = step_dir / RESULT_DIR
+    try:
+        payload = json.loads((folder / _REPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if payload.get("steps") != _steps_key(steps):
+        logger.warning("ignoring the saved result in %s: another recipe", folder)
+        return None
+    model: CompressibleModel
+    if (folder / _ONNX_FILE).exists():
+        model = OnnxModel(
+            (folder / _ONNX_FILE).read_bytes(),
+            tuple(payload.get("input_names", ())),
+            tuple(payload.get("output_names", ())),
+        )
+    else:
+        try:
+            model = load_graph_model(folder)
+        except (GraphRecipeError, OSError) as exc:
+            logger.warning("ignoring the saved result in %s: %s", folder, exc)
+            return None
+    return CompressionResult(model, payload["report"])

@@ -6,6 +6,7 @@ import copy
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -170,6 +171,53 @@ def test_recipe_chain_keeps_lineage_and_never_mutates_its_input(tmp_path: Path) 
     only_last = run_recipe(model, steps, data, keep_intermediate=False)
     assert len(only_last) == 1 and len(only_last[0].report["steps"]) == 2
 
+
+
+@pytest.mark.slow
+def test_a_rerun_recipe_loads_finished_steps_instead_of_running_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed chain (step 1 never finished) re-run with its work dir redoes only step 1."""
+    from pose_core.compression import pipeline
+
+    model = tiny_pose_model()
+    steps = [
+        {"method": "prune", "ratio": 0.3, "recovery": {"steps": 1, "batch_size": 2}},
+        {"method": "quantize", "num_calibration_crops": 4, "num_holdout_crops": 2},
+    ]
+    data = CompressionData(train=random_crops(8), work_dir=tmp_path)
+    ran: list[str] = []
+    real_compress = pipeline.compress
+
+    def killed_at_quantize(model: Any, config: Any, data: Any) -> Any:
+        ran.append(config.method)
+        if config.method == "quantize":
+            raise KeyboardInterrupt  # the worker dies here
+        return real_compress(model, config, data)
+
+    monkeypatch.setattr(pipeline, "compress", killed_at_quantize)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(model, steps, data)
+    assert ran == ["prune", "quantize"]
+    assert not list(tmp_path.glob("step1_quantize/result*"))
+
+    def counted(model: Any, config: Any, data: Any) -> Any:
+        ran.append(config.method)
+        return real_compress(model, config, data)
+
+    monkeypatch.setattr(pipeline, "compress", counted)
+    ran.clear()
+    pruned, quantized = run_recipe(model, steps, data)
+
+    assert ran == ["quantize"]
+    assert pruned.report["lineage"]["step"] == 0 and pruned.report["method"] == "prune"
+    assert pruned.model.recipe() != model.recipe()  # the saved pruned shapes came back
+    assert quantized.report["lineage"]["recipe"][0]["method"] == "prune"
+    # a different step config does not reuse the saved result
+    steps[0] = {**steps[0], "ratio": 0.5}
+    ran.clear()
+    run_recipe(model, steps, data)
+    assert ran == ["prune", "quantize"]
 
 def _tiny_dataset(root: Path) -> Path:
     """One labelled person on the bus photo: a box and two keypoints (nose at the box centre)."""

@@ -8,8 +8,9 @@ step configs, ``{"method": ..., ...}``), ``dataset`` (training / calibration dat
 ``augment_copies`` (int), ``max_crops`` (int or null: person crops taken from the dataset),
 ``latency_rounds`` (int), ``seed`` (int).
 
-Resume: distillation checkpoints live in ``<data dir>/work/compress-<job id>/``, which
-survives a killed worker, so a re-delivered job continues its training where it stopped.
+Resume: distillation checkpoints and the results of finished recipe steps live in
+``<data dir>/work/compress-<job id>/``, which survives a killed worker, so a re-delivered job
+skips the steps that finished and continues the current step's training where it stopped.
 The folder is removed once the job ends (succeeded, failed or cancelled).
 """
 
