@@ -11,9 +11,10 @@ the two steps leaves a ``pending`` version that recovery marks ``failed``.
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,11 +190,26 @@ class ModelRegistry:
                 row.error = error
             return [(row.model.name, row.number) for row in rows]
 
-    def update_report(self, model: str, number: int, patch: Mapping[str, Any]) -> VersionInfo:
-        """Merge keys into a version's report (reports may grow, e.g. evaluations)."""
+    def set_report_entry(
+        self, model: str, number: int, path: Sequence[str], value: Any
+    ) -> VersionInfo:
+        """Set ``report[path[0]]...[path[-1]] = value`` (reports grow, e.g. evaluations).
+
+        Read, change and write happen in one transaction on the locked row, so two jobs
+        adding different entries at the same time both keep theirs.
+        """
+        if not path:
+            raise InvalidArgumentError("a report entry needs a non-empty key path")
         with self.db.session() as s:
             row = self._version_row(s, self._model_row(s, model), number, lock=True)
-            row.report = {**(row.report or {}), **patch}
+            report = copy.deepcopy(row.report or {})
+            node = report
+            for key in path[:-1]:
+                child = node.get(key)
+                node[key] = child = dict(child) if isinstance(child, dict) else {}
+                node = child
+            node[path[-1]] = value
+            row.report = report
             s.flush()
             return self._version_info(s, row)
 

@@ -148,3 +148,31 @@ def test_reopening_reuses_data_and_checks_schema_version(database_url: str, tmp_
     second.close()
     with pytest.raises(SchemaVersionError):
         open_store(database_url, tmp_path / "d")
+
+
+def test_concurrent_report_entries_are_all_kept(store: Store, artifact_file: MakeFile):
+    """Evaluation jobs on one version, finishing at once, each add their own entry."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ready = store.models.finalize_version(
+        "m",
+        store.models.create_pending_version("m", format="onnx").number,
+        {"model": artifact_file(b"x")},
+        report={"params": 7, "evaluation": {"old": {"gt-boxes": {"ap": 0.1}}}},
+    )
+
+    def add(i: int) -> None:
+        mode = "gt-boxes" if i % 2 else "detector"
+        store.models.set_report_entry("m", ready.number, ["evaluation", f"ds{i // 2}", mode], i)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(add, range(16)))
+
+    report = store.models.get_version("m", ready.number).report
+    assert report["params"] == 7
+    assert report["evaluation"]["old"] == {"gt-boxes": {"ap": 0.1}}
+    for i in range(16):
+        mode = "gt-boxes" if i % 2 else "detector"
+        assert report["evaluation"][f"ds{i // 2}"][mode] == i
+    with pytest.raises(InvalidArgumentError):
+        store.models.set_report_entry("m", ready.number, [], 1)

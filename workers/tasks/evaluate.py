@@ -45,10 +45,9 @@ def attach_evaluation(
     store: Store, version: VersionInfo, dataset_key: str, mode: str, report: dict[str, Any]
 ) -> None:
     """Store ``report`` under ``report["evaluation"][dataset_key][mode]`` of the version."""
-    current = store.models.get_version(version.model, version.number).report or {}
-    evaluations = dict(current.get("evaluation") or {})
-    evaluations[dataset_key] = {**evaluations.get(dataset_key, {}), mode: report}
-    store.models.update_report(version.model, version.number, {"evaluation": evaluations})
+    store.models.set_report_entry(
+        version.model, version.number, ["evaluation", dataset_key, mode], report
+    )
 
 
 def evaluate_job(ctx: JobContext) -> JobResult:
