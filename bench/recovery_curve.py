@@ -50,7 +50,9 @@ def compressed_without_recovery(
     no_recovery = RecoveryConfig(steps=0)
     config: PruneConfig | LowRankConfig
     if args.method == "prune":
-        config = PruneConfig(ratio=None, target_macs_ratio=args.target_macs, recovery=no_recovery)
+        config = PruneConfig(
+            ratio=None, target_macs_ratio=args.target_macs, scope=args.scope, recovery=no_recovery
+        )
     else:
         config = LowRankConfig(params_ratio=args.params_ratio, recovery=no_recovery)
     result = compress(parent, config, data)
@@ -65,6 +67,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "mediapipe")
     parser.add_argument("--method", choices=["prune", "lowrank"], default="prune")
     parser.add_argument("--target-macs", type=float, default=0.68)
+    parser.add_argument("--scope", choices=["all", "block_internal"], default="block_internal")
     parser.add_argument("--params-ratio", type=float, default=0.68)
     parser.add_argument("--lr", default="1e-6,3e-6", help="comma-separated learning rates")
     parser.add_argument("--steps", type=int, default=600)

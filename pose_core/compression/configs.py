@@ -94,6 +94,10 @@ class PruneConfig(MethodConfig):
     ratio: float | None = Field(default=0.3, gt=0, lt=1)
     target_macs_ratio: float | None = Field(default=None, gt=0, lt=1)
     importance: Literal["magnitude", "taylor"] = "magnitude"
+    #: ``all``: every prunable channel group; ``block_internal``: only channels private to one
+    #: block (an inverted residual's expanded channels: expand conv out, depthwise, project conv
+    #: in), never the channels residual adds couple across blocks
+    scope: Literal["all", "block_internal"] = "all"
     global_pruning: bool = False
     #: keep channel counts multiples of this: ONNX Runtime's blocked conv kernels want 8 or 16
     #: (measured: 30% pruning without rounding was no faster than the parent, with 8: ~0.65x)

@@ -140,6 +140,36 @@ def _output_heads(
     return heads
 
 
+def _coupled_layers(
+    model: nn.Module, example: torch.Tensor, pruner: ChannelPadPruner
+) -> list[nn.Module]:
+    """Dense convs whose output channels are tied to another dense conv's (through an add).
+
+    Pruning such a group removes channels of the residual stream shared by several blocks;
+    a group with a single dense conv's outputs (plus depthwise convs) is private to one block.
+    """
+    graph = tp.DependencyGraph().build_dependency(
+        model, example_inputs=example, customized_pruners={ChannelPad: pruner}
+    )
+    coupled: list[nn.Module] = []
+    for module in model.modules():
+        if not isinstance(module, nn.Conv2d) or module.groups != 1:
+            continue
+        if module not in graph.module2node:
+            continue
+        group = graph.get_pruning_group(module, tp.prune_conv_out_channels, [0])
+        producers = {
+            id(dep.target.module)
+            for dep, _ in group
+            if getattr(dep.handler, "__name__", "") == "prune_out_channels"
+            and isinstance(dep.target.module, nn.Conv2d)
+            and dep.target.module.groups == 1
+        }
+        if len(producers) > 1:
+            coupled.append(module)
+    return coupled
+
+
 def _taylor_gradients(model: nn.Module, crops: CropSet, cfg: PruneConfig) -> None:
     """Accumulate gradients for Taylor importance: labels where present, else output energy."""
     model.zero_grad()
@@ -171,6 +201,8 @@ def prune_channels(model: nn.Module, cfg: PruneConfig, crops: CropSet) -> dict[s
         for name, m in model.named_modules()
         if name and any(name.startswith(p) for p in cfg.ignored_layers)
     ]
+    if cfg.scope == "block_internal":
+        ignored += _coupled_layers(model, example, pad_pruner)
     importance: Callable[..., Any] = (
         tp.importance.GroupTaylorImportance()
         if cfg.importance == "taylor"
