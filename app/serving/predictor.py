@@ -90,12 +90,17 @@ class Predictor:
         return assemble.keypoint_model(served.manifest, self.runner(served.model_blob))
 
     def predict(
-        self, served: ServedVersion, image: DecodedImage, max_people: int, min_score: float
+        self,
+        served: ServedVersion,
+        image: DecodedImage,
+        max_people: int,
+        min_score: float,
+        tiled: bool = True,
     ) -> Prediction:
         """People in one decoded image (blocking; call it from a worker thread)."""
         pipeline = self.pipeline(served)
         start = time.perf_counter()
-        people, timings = pipeline.predict_timed(image.pixels, max_people, min_score)
+        people, timings = pipeline.predict_timed(image.pixels, max_people, min_score, tiled)
         logger.debug(
             "predict %s v%d: %d people in %.1f ms",
             served.version.model,

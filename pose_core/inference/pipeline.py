@@ -58,23 +58,27 @@ class PosePipeline:
         self.tile_fraction = tile_fraction
         self.duplicate_iou = duplicate_iou
 
-    def detect_rois(self, image: np.ndarray, max_people: int = 10) -> list[CropRect]:
+    def detect_rois(
+        self, image: np.ndarray, max_people: int = 10, tiled: bool = True
+    ) -> list[CropRect]:
         """Person crops of a (H, W, 3) uint8 RGB image, best detection first, at most
-        ``max_people``."""
+        ``max_people``. ``tiled=False`` runs only MediaPipe's single full-image pass (faster;
+        finds fewer people in group photos)."""
         if self.detector is None:
             raise PipelineError("this model has no person detector: give person boxes instead")
+        tile_fraction = self.tile_fraction if tiled else None
         detections = detect_people(
-            self.detector, image, self.min_detection_score, self.nms_iou, self.tile_fraction
+            self.detector, image, self.min_detection_score, self.nms_iou, tile_fraction
         )
         return rois_from_detections(detections.keypoints[:max_people])
 
     def predict_timed(
-        self, image: np.ndarray, max_people: int = 10, min_score: float = 0.5
+        self, image: np.ndarray, max_people: int = 10, min_score: float = 0.5, tiled: bool = True
     ) -> tuple[list[PersonPose], dict[str, float]]:
         """:meth:`predict` plus seconds per stage: ``detect``, ``landmarks``, ``total``."""
         _check_image(image)
         start = time.perf_counter()
-        rects = self.detect_rois(image, max_people) if max_people > 0 else []
+        rects = self.detect_rois(image, max_people, tiled) if max_people > 0 else []
         detected = time.perf_counter()
         people = self.landmark.estimate(image, rects)
         done = time.perf_counter()
@@ -83,14 +87,14 @@ class PosePipeline:
         return kept, timings
 
     def predict(
-        self, image: np.ndarray, max_people: int = 10, min_score: float = 0.5
+        self, image: np.ndarray, max_people: int = 10, min_score: float = 0.5, tiled: bool = True
     ) -> list[PersonPose]:
         """People in a (H, W, 3) uint8 RGB image, highest score first.
 
         At most ``max_people`` detections are examined; people whose score (pose presence)
-        is below ``min_score`` are dropped.
+        is below ``min_score`` are dropped; ``tiled``: see :meth:`detect_rois`.
         """
-        return self.predict_timed(image, max_people, min_score)[0]
+        return self.predict_timed(image, max_people, min_score, tiled)[0]
 
     def predict_in_rects(self, image: np.ndarray, rects: Sequence[CropRect]) -> list[PersonPose]:
         """Top-down estimation in given crops (e.g. ground-truth boxes); one person per rect,

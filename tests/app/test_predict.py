@@ -114,6 +114,25 @@ def test_version_alias_and_parameters(client: TestClient) -> None:
     assert alias_route.status_code == 200 and alias_route.json() == by_number
 
 
+def test_single_pass_detector_is_a_per_request_choice(client: TestClient) -> None:
+    """``detector=single`` runs MediaPipe's one full-image pass: on zidane (two people, one
+    face small and far) it finds one of the two people the default tiled detector finds."""
+    tiled = _post(client, ZIDANE).json()["people"]
+    single = _post(client, ZIDANE, detector="single").json()["people"]
+    assert len(tiled) == 2
+    assert len(single) == 1
+    best = max(tiled, key=lambda p: p["score"])
+    assert max(abs(a - b) for a, b in zip(single[0]["bbox"], best["bbox"], strict=True)) < 40
+    batch = client.post(
+        "/predict/batch",
+        data={"detector": "single"},
+        files=[("images", ("z.jpg", ZIDANE.read_bytes(), "image/jpeg"))],
+    ).json()
+    assert len(batch["results"][0]["people"]) == 1
+    bad = _post(client, ZIDANE, detector="fast")
+    assert bad.status_code == 422
+
+
 def test_format_png_draws_on_an_image_of_the_same_size(client: TestClient) -> None:
     response = _post(client, ZIDANE, format="png")
     assert response.status_code == 200

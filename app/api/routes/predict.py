@@ -46,6 +46,14 @@ VersionField = Annotated[str, Form(description="version number or alias")]
 MaxPeopleField = Annotated[int, Form(ge=0, le=100, description="detections examined, at most")]
 MinScoreField = Annotated[float, Form(ge=0.0, le=1.0, description="minimum person score")]
 FormatField = Annotated[Literal["json", "png"] | None, Form(description="png: draw skeletons")]
+DetectorMode = Literal["tiled", "single"]
+DetectorField = Annotated[
+    DetectorMode,
+    Form(
+        description="tiled (default): the full image plus overlapping tiles, finds people in "
+        "group photos; single: one full-image pass, faster, may miss people"
+    ),
+]
 FormatQuery = Annotated[Literal["json", "png"] | None, Query(alias="format")]
 
 
@@ -77,13 +85,14 @@ def _predict_one(
     settings: Settings,
     max_people: int,
     min_score: float,
+    detector: DetectorMode,
 ) -> Prediction:
     start = time.perf_counter()
     image = decode_image(
         data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
     )
     decoded = time.perf_counter()
-    prediction = predictor.predict(served, image, max_people, min_score)
+    prediction = predictor.predict(served, image, max_people, min_score, detector == "tiled")
     prediction.timings["decode"] = decoded - start
     prediction.timings["total"] = time.perf_counter() - start
     return prediction
@@ -113,6 +122,7 @@ async def _predict_response(
     version: str,
     max_people: int,
     min_score: float,
+    detector: DetectorMode,
     output: str | None,
 ) -> Response:
     del store  # the predictor holds it
@@ -120,7 +130,7 @@ async def _predict_response(
     data = await _read_limited(image, settings.max_image_bytes)
     served = await run_in_threadpool(predictor.served_version, model, version)
     prediction = await run_in_threadpool(
-        _predict_one, predictor, served, data, settings, max_people, min_score
+        _predict_one, predictor, served, data, settings, max_people, min_score, detector
     )
     if output == "png":
         start = time.perf_counter()
@@ -158,6 +168,7 @@ async def predict(
     version: VersionField = "latest",
     max_people: MaxPeopleField = 10,
     min_score: MinScoreField = 0.5,
+    detector: DetectorField = "tiled",
     format: FormatField = None,
     format_query: FormatQuery = None,
 ) -> Response:
@@ -172,6 +183,7 @@ async def predict(
         version,
         max_people,
         min_score,
+        detector,
         format or format_query,
     )
 
@@ -186,6 +198,7 @@ async def predict_version(
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo")],
     max_people: MaxPeopleField = 10,
     min_score: MinScoreField = 0.5,
+    detector: DetectorField = "tiled",
     format: FormatField = None,
     format_query: FormatQuery = None,
 ) -> Response:
@@ -199,6 +212,7 @@ async def predict_version(
         ref,
         max_people,
         min_score,
+        detector,
         format or format_query,
     )
 
@@ -212,6 +226,7 @@ async def predict_batch(
     version: VersionField = "latest",
     max_people: MaxPeopleField = 10,
     min_score: MinScoreField = 0.5,
+    detector: DetectorField = "tiled",
 ) -> Response:
     """Several photos of one version; each result is people or that image's error."""
     if len(images) > MAX_BATCH_IMAGES:
@@ -224,7 +239,14 @@ async def predict_batch(
         try:
             data = await _read_limited(upload, settings.max_image_bytes)
             prediction = await run_in_threadpool(
-                _predict_one, predictor, served, data, settings, max_people, min_score
+                _predict_one,
+                predictor,
+                served,
+                data,
+                settings,
+                max_people,
+                min_score,
+                detector,
             )
         except (ApiError, NotServableError, ManifestError) as exc:
             fields = error_fields(exc)
