@@ -8,16 +8,22 @@ re-hashes the blob and raises :class:`ArtifactIntegrityError` on mismatch.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from model_store.errors import ArtifactIntegrityError
 
+logger = logging.getLogger(__name__)
+
 _CHUNK = 1024 * 1024
+#: temp files older than this belong to a writer that died (a SIGKILLed worker mid-write)
+STALE_TEMP_AGE_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,25 @@ class ArtifactStore:
             return blob
         finally:
             tmp.unlink(missing_ok=True)
+
+    def sweep_temp_files(self, older_than_s: float = STALE_TEMP_AGE_S) -> int:
+        """Delete temp files a killed writer left behind (older than ``older_than_s``).
+
+        A live write's temp file is younger than that (uploads are size-limited), so this is
+        safe while other processes write. Returns how many files were removed.
+        """
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self._tmp.glob("blob-*"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:  # another process swept it first
+                continue
+        if removed:
+            logger.info("removed %d stale temp files from %s", removed, self._tmp)
+        return removed
 
     def put_file(self, path: Path) -> Blob:
         with path.open("rb") as handle:

@@ -46,6 +46,7 @@ def open_store(
     if init_schema:
         db.init_schema()
     blobs = ArtifactStore(data_dir / "artifacts")
+    blobs.sweep_temp_files()
     return Store(
         db=db,
         blobs=blobs,

@@ -43,3 +43,29 @@ def test_rejects_non_hash_addresses(tmp_path: Path):
     blobs = ArtifactStore(tmp_path / "a")
     with pytest.raises(ArtifactIntegrityError):
         blobs.path_for("../../etc/passwd")
+
+
+def test_stale_temp_files_of_a_dead_writer_are_swept_on_open(tmp_path: Path) -> None:
+    """A worker SIGKILLed mid-write leaves ``artifacts/.tmp/blob-*``; the next open removes
+    it once it is old, and never touches a young one (a write in progress)."""
+    import os
+    import time
+
+    from model_store import open_store
+
+    data_dir = tmp_path / "data"
+    store = open_store(f"sqlite:///{tmp_path / 'meta.db'}", data_dir)
+    tmp_dir = data_dir / "artifacts" / ".tmp"
+    stale, fresh = tmp_dir / "blob-stale", tmp_dir / "blob-fresh"
+    stale.write_bytes(b"half a model")
+    fresh.write_bytes(b"being written")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    store.close()
+
+    reopened = open_store(f"sqlite:///{tmp_path / 'meta.db'}", data_dir)
+    assert not stale.exists()
+    assert fresh.exists()
+    blob = reopened.blobs.put_stream(io.BytesIO(b"complete"))
+    assert reopened.blobs.verify(blob).read_bytes() == b"complete"
+    reopened.close()
