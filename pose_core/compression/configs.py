@@ -69,7 +69,10 @@ class QuantizeConfig(MethodConfig):
     method: Literal["quantize"] = "quantize"
     mode: Literal["int8_static", "fp16_weights"] = "int8_static"
     calibrator: Calibrator = "percentile"
-    percentile: float = Field(99.99, gt=50.0, le=100.0)
+    #: BlazePose-Full, 128 unlabeled calibration crops, dev AP held out (fp32 0.264): 99.999
+    #: -> 0.000, 99.99 -> 0.043, 99.9 -> 0.165, 99.8 -> 0.150, 99.5 -> 0.089, 99 -> 0.004;
+    #: entropy -> 0.000; a per-tensor MSE-optimal clip -> 0.014
+    percentile: float = Field(99.9, gt=50.0, le=100.0)
     num_bins: int = Field(2048, ge=128)
     num_calibration_crops: int = Field(256, ge=1)
     num_holdout_crops: int = Field(32, ge=1)
