@@ -78,6 +78,28 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "qat_steps": 400,
         "qat_learning_rate": 3e-5,
     },
+    "int8_qat_p99.9_lr3e-5": {
+        "percentile": 99.9,
+        "max_landmark_error_px": None,
+        "num_calibration_crops": 128,
+        "qat_steps": 400,
+        "qat_learning_rate": 3e-5,
+    },
+    "int8_qat_p99.9_lr3e-5_conv_inputs": {
+        "percentile": 99.9,
+        "max_landmark_error_px": None,
+        "num_calibration_crops": 128,
+        "qat_steps": 400,
+        "qat_learning_rate": 3e-5,
+        "qat_fake_quant": "conv_inputs",
+    },
+    "int8_qat_p99.9_lr1e-4": {
+        "percentile": 99.9,
+        "max_landmark_error_px": None,
+        "num_calibration_crops": 128,
+        "qat_steps": 400,
+        "qat_learning_rate": 1e-4,
+    },
     "int8_qat_400_lr1e-5": {
         "calibrator": "percentile",
         "percentile": 99.99,

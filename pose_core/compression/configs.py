@@ -87,6 +87,9 @@ class QuantizeConfig(MethodConfig):
     qat_steps: int = Field(0, ge=0)
     qat_batch_size: int = Field(8, ge=1)
     qat_learning_rate: float = Field(2e-5, gt=0.0)
+    #: activations fake-quantized during QAT: ``all_tensors`` (every tensor ONNX Runtime
+    #: quantizes; GraphModels only, others fall back) or ``conv_inputs``
+    qat_fake_quant: Literal["all_tensors", "conv_inputs"] = "all_tensors"
     sensitivity_top_k: int = Field(10, ge=0)
 
 

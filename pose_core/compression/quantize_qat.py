@@ -24,7 +24,7 @@ import copy
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import onnx
@@ -183,11 +183,17 @@ class FakeQuantStudent:
     without further rounding error in the weights).
     """
 
-    def __init__(self, model: nn.Module, crops: np.ndarray, percentile: float) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        crops: np.ndarray,
+        percentile: float,
+        scope: Literal["all_tensors", "conv_inputs"] = "all_tensors",
+    ) -> None:
         self.module = copy.deepcopy(model).eval()
         self._convs = [m for m in self.module.modules() if isinstance(m, nn.Conv2d)]
         self._hooks: list[Any] = []
-        if isinstance(self.module, GraphModel):
+        if scope == "all_tensors" and isinstance(self.module, GraphModel):
             input_quant = _fake_quant_graph(self.module, crops, percentile)[INPUT_TENSOR]
             self._hooks.append(
                 self.module.register_forward_pre_hook(
@@ -228,7 +234,9 @@ def qat_finetune(
     teacher = getattr(data, "teacher", None)
     if teacher is None:
         teacher = frozen_copy(model)
-    fake_quant = FakeQuantStudent(model, calib[: min(len(calib), 64)], config.percentile)
+    fake_quant = FakeQuantStudent(
+        model, calib[: min(len(calib), 64)], config.percentile, config.qat_fake_quant
+    )
     train = getattr(data, "train", data)
     crops = train if isinstance(train, CropSet) else CropSet(calib)
     cfg = RecoveryConfig(
