@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recovery-steps", type=int, default=100000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
-        "--lr", type=float, default=1e-6, help="distillation lr (see RecoveryConfig.lr)"
+        "--lr", type=float, default=5e-5, help="distillation lr (see RecoveryConfig.lr)"
     )
     parser.add_argument(
         "--train-on",

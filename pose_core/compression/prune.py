@@ -249,6 +249,11 @@ def prune_channels(model: nn.Module, cfg: PruneConfig, crops: CropSet) -> dict[s
         if not iterative or macs <= float(cfg.target_macs_ratio or 0) * macs0:
             break
     model.eval()
+    if iterative and macs > float(cfg.target_macs_ratio or 0) * macs0 * 1.01:
+        raise CompressionError(
+            f"pruning reached only {macs / macs0:.2f}x MACs, not {cfg.target_macs_ratio}x, with "
+            f"scope {cfg.scope!r}" + ("; scope 'all' can prune more" if cfg.scope != "all" else "")
+        )
     for pad in pads:
         if hasattr(pad, _IN_CHANNELS_ATTR):
             delattr(pad, _IN_CHANNELS_ATTR)

@@ -14,6 +14,7 @@ import torch
 from compression_tiny import random_crops, tiny_pose_model
 from torch import nn
 
+from pose_core.compression.base import CompressionError
 from pose_core.compression.configs import LowRankConfig, PruneConfig, RecoveryConfig
 from pose_core.compression.data import (
     AugmentConfig,
@@ -41,7 +42,7 @@ def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
 def test_pruning_removes_channels_and_the_recipe_round_trips(tmp_path: Path) -> None:
     model = tiny_pose_model()
     crops = random_crops(4)
-    report = prune_channels(model, PruneConfig(ratio=0.5), crops)
+    report = prune_channels(model, PruneConfig(ratio=0.5, scope="all"), crops)
 
     assert report["params_after"] < report["params_before"]
     assert report["macs_after"] < report["macs_before"]
@@ -62,8 +63,25 @@ def test_pruning_removes_channels_and_the_recipe_round_trips(tmp_path: Path) -> 
 def test_pruning_to_a_macs_target() -> None:
     model = tiny_pose_model()
     crops = random_crops(4)
-    report = prune_channels(model, PruneConfig(ratio=None, target_macs_ratio=0.8), crops)
+    report = prune_channels(
+        model, PruneConfig(ratio=None, target_macs_ratio=0.8, scope="all"), crops
+    )
     assert report["macs_after"] <= 0.8 * report["macs_before"]
+
+
+def test_block_internal_pruning_keeps_the_residual_stream() -> None:
+    """Only channels private to one block go: in the tiny model, ``down``'s outputs (read by
+    the heads alone); the channels the residual adds and the channel pad tie together stay."""
+    model = tiny_pose_model()
+    prune_channels(model, PruneConfig(ratio=0.5), random_crops(4))
+    widths = {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert widths["down"] < 24
+    assert widths["stem"] == 8 and widths["b1_pw"] == 16
+    assert widths["b2_conv"] == 16 and widths["b2_pw"] == 16
+    with pytest.raises(CompressionError, match="scope"):  # too little is block-internal here
+        prune_channels(
+            tiny_pose_model(), PruneConfig(ratio=None, target_macs_ratio=0.5), random_crops(4)
+        )
 
 
 def test_lowrank_reduces_params_and_is_exact_on_low_rank_weights() -> None:
