@@ -75,6 +75,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work-dir", type=Path, default=ROOT / ".cache" / "recovery_curve")
+    parser.add_argument(
+        "--fixed-crops", action="store_true", help="no online augmentation (RecoveryConfig)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
@@ -88,7 +92,7 @@ def main() -> None:
         seed=0,
         detect=detector_fn(assets.detector_tflite),
     )
-    work_dir = ROOT / ".cache" / "recovery_curve"
+    work_dir = args.work_dir
     shutil.rmtree(work_dir, ignore_errors=True)  # a stale checkpoint would be resumed
     data = CompressionData(train=train, work_dir=work_dir)
     base_ap = dev_ap(parent, dev)
@@ -123,6 +127,7 @@ def main() -> None:
                 lr=lr,
                 checkpoint_every=args.eval_every,
                 guard_crops=0,
+                online_augment=not args.fixed_crops,
             )
             t0 = time.monotonic()
             stats = _train_until(student, teacher, data, cfg, chunk_end)

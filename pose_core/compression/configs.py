@@ -50,6 +50,11 @@ class RecoveryConfig(BaseModel):
     heatmap_weight: float = 0.0
     gt_weight: float = 0.0
     smooth_l1_beta_px: float = 2.0
+    #: a fresh random affine (rotation, scale, shift, flip) and colour jitter of every batch,
+    #: with the teacher run on the same augmented crops (label-free only: ignored when
+    #: ``gt_weight`` > 0). The fixed crops alone are memorised: BlazePose pruned to 0.67x MACs,
+    #: 375 unlabeled crops, 1200 steps: training loss 28.8 -> 9.6 while held-out dev AP fell
+    online_augment: bool = True
     checkpoint_every: int = Field(default=50, ge=1)
     seed: int = 0
     warmup_steps: int = Field(default=20, ge=0)

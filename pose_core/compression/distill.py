@@ -6,10 +6,12 @@ pruning, low-rank and quantization-aware fine-tuning use for recovery:
 * ``student`` is trained in place (pass a copy if the caller must keep the original); it may hold
   fake-quant modules, only ``forward`` and ``parameters()`` are used. Parameters with
   ``requires_grad=False`` stay frozen.
-* ``teacher`` is run under ``no_grad`` in eval mode; its outputs per crop are computed once and
-  cached (the crops are fixed, augmentation is baked into the :class:`CropSet`).
+* ``teacher`` is run under ``no_grad`` in eval mode.
 * both return the landmark model's outputs: ``(landmarks (N, 195), presence (N, 1), [heatmap])``
   with landmarks = 39 x (x, y, z, visibility logit, presence logit) in crop pixels.
+* with ``online_augment`` (label-free runs), every batch gets a fresh random affine and colour
+  jitter (:func:`random_augment`) and the teacher is run on the augmented crops; otherwise the
+  teacher's outputs per fixed crop are cached.
 * loss = smooth-L1 on the 33 body (x, y) weighted by the teacher's visibility probability
   + ``aux_weight`` x the 6 auxiliary points + ``z_weight`` x z + BCE on the visibility/presence
   logits + BCE on the presence output + optional heatmap MSE + ``gt_weight`` x smooth-L1 to the
@@ -161,6 +163,33 @@ class _TeacherCache:
         )
 
 
+def random_augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Each crop of an (N, 3, H, W) batch in [0, 1] under its own random affine (rotation
+    +-30 deg, scale 0.8-1.25, shift +-10%, horizontal flip; zero padding, as crops that leave
+    the image are) and brightness / contrast jitter of +-20%."""
+    n = len(batch)
+    angle = np.deg2rad(rng.uniform(-30.0, 30.0, n))
+    scale = np.exp(rng.uniform(np.log(0.8), np.log(1.25), n))
+    flip = np.where(rng.random(n) < 0.5, -1.0, 1.0)
+    shift = rng.uniform(-0.1, 0.1, (n, 2))
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    theta = np.stack(
+        [
+            np.stack([cos * flip, -sin, shift[:, 0]], axis=1),
+            np.stack([sin * flip, cos, shift[:, 1]], axis=1),
+        ],
+        axis=1,
+    )
+    grid = F.affine_grid(
+        torch.from_numpy(theta).to(batch.dtype), list(batch.shape), align_corners=False
+    )
+    warped = F.grid_sample(batch, grid, padding_mode="zeros", align_corners=False)
+    contrast = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 1, 1, 1))).to(batch.dtype)
+    brightness = torch.from_numpy(rng.uniform(-0.1, 0.1, (n, 1, 1, 1))).to(batch.dtype)
+    mean = warped.mean(dim=(1, 2, 3), keepdim=True)
+    return ((warped - mean) * contrast + mean + brightness).clamp(0.0, 1.0)
+
+
 def _lr_at(cfg: RecoveryConfig, step: int, elapsed: float) -> float:
     """Linear warm-up over ``warmup_steps`` (Adam's first steps are the most disruptive), then
     cosine decay over the larger of the step and time fractions."""
@@ -216,6 +245,7 @@ def train_distill(
     resumed_from = step
     cache = _TeacherCache(teacher, crops)
     targets = torch.from_numpy(crops.targets) if crops.targets is not None else None
+    augment_online = cfg.online_augment and not (cfg.gt_weight and targets is not None)
     guard_idx = np.arange(min(cfg.guard_crops, len(crops)))
     guard: tuple[float, dict[str, torch.Tensor]] | None = None
     if len(guard_idx) and step == 0:
@@ -237,8 +267,14 @@ def train_distill(
         idx = rng.choice(len(crops), size=min(cfg.batch_size, len(crops)), replace=False)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(cfg, step, elapsed)
-        teacher_out = cache.get(idx)
-        student_out = pose_outputs(student(crops.tensor(idx)))
+        if augment_online:
+            batch = random_augment(crops.tensor(idx), rng)
+            with torch.no_grad():
+                teacher_out = pose_outputs(teacher(batch))
+        else:
+            batch = crops.tensor(idx)
+            teacher_out = cache.get(idx)
+        student_out = pose_outputs(student(batch))
         loss = distill_loss(
             student_out, teacher_out, cfg, None if targets is None else targets[idx]
         )
