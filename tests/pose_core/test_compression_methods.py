@@ -412,3 +412,19 @@ def test_a_distillation_that_makes_things_worse_is_undone() -> None:
     assert stats.stopped_by == "steps+restored"
     for key, value in before.items():
         assert torch.equal(student.state_dict()[key], value)
+
+
+def test_online_augmentation_is_seeded_and_keeps_crops_valid() -> None:
+    from pose_core.compression.distill import random_augment
+
+    batch = random_crops(6).tensor(range(6))
+    first = random_augment(batch, np.random.default_rng([0, 7]))
+    again = random_augment(batch, np.random.default_rng([0, 7]))
+    other = random_augment(batch, np.random.default_rng([0, 8]))
+    assert first.shape == batch.shape and first.dtype == batch.dtype
+    assert torch.equal(first, again)  # a resumed run sees the batches an uninterrupted one saw
+    assert not torch.allclose(first, other)
+    assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
+    # every crop moves by its own transform
+    deltas = (first - batch).abs().mean(dim=(1, 2, 3))
+    assert float(deltas.min()) > 0.01 and len(set(deltas.tolist())) == 6
