@@ -188,7 +188,7 @@ class FakeQuantStudent:
         model: nn.Module,
         crops: np.ndarray,
         percentile: float,
-        scope: Literal["all_tensors", "conv_inputs"] = "all_tensors",
+        scope: Literal["all_tensors", "conv_inputs"] = "conv_inputs",
     ) -> None:
         self.module = copy.deepcopy(model).eval()
         self._convs = [m for m in self.module.modules() if isinstance(m, nn.Conv2d)]
