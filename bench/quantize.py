@@ -52,7 +52,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "int8_minmax": {"calibrator": "minmax", "max_landmark_error_px": None},
     "int8_entropy": {"calibrator": "entropy", "num_bins": 1024, "max_landmark_error_px": None},
     "int8_p99.99": {"calibrator": "percentile", "percentile": 99.99, "max_landmark_error_px": None},
+    "int8_p99.999": {
+        "calibrator": "percentile",
+        "percentile": 99.999,
+        "max_landmark_error_px": None,
+    },
     "int8_p99.9": {"calibrator": "percentile", "percentile": 99.9, "max_landmark_error_px": None},
+    "int8_p99.8": {"calibrator": "percentile", "percentile": 99.8, "max_landmark_error_px": None},
+    "int8_p99.5": {"calibrator": "percentile", "percentile": 99.5, "max_landmark_error_px": None},
+    "int8_p99": {"calibrator": "percentile", "percentile": 99.0, "max_landmark_error_px": None},
     "int8_p99.99_mixed": {
         "calibrator": "percentile",
         "percentile": 99.99,
@@ -84,6 +92,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "num_calibration_crops": 128,
         "qat_steps": 400,
         "qat_learning_rate": 3e-5,
+        "qat_fake_quant": "all_tensors",
     },
     "int8_qat_p99.9_lr3e-5_conv_inputs": {
         "percentile": 99.9,
@@ -99,6 +108,16 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "num_calibration_crops": 128,
         "qat_steps": 400,
         "qat_learning_rate": 1e-4,
+        "qat_fake_quant": "all_tensors",
+    },
+    "int8_qat_400_p99.99_all_tensors": {
+        "calibrator": "percentile",
+        "percentile": 99.99,
+        "max_landmark_error_px": None,
+        "num_calibration_crops": 128,
+        "qat_steps": 400,
+        "qat_learning_rate": 3e-5,
+        "qat_fake_quant": "all_tensors",
     },
     "int8_qat_400_lr1e-5": {
         "calibrator": "percentile",
@@ -107,6 +126,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "num_calibration_crops": 128,
         "qat_steps": 400,
         "qat_learning_rate": 1e-5,
+        "qat_fake_quant": "all_tensors",
     },
     "int8_qat_400_lr3e-6": {
         "calibrator": "percentile",
@@ -115,6 +135,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "num_calibration_crops": 128,
         "qat_steps": 400,
         "qat_learning_rate": 3e-6,
+        "qat_fake_quant": "all_tensors",
     },
 }
 
