@@ -47,96 +47,49 @@ from pose_core.keypoints import BLAZEPOSE33_TO_COCO17  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
+
+def _ptq(percentile: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "calibrator": "percentile",
+        "percentile": percentile,
+        "max_landmark_error_px": None,
+        **extra,
+    }
+
+
+def _qat(percentile: float, steps: int, lr: float, fake_quant: str) -> dict[str, Any]:
+    """Quantization-aware fine-tuning (the bench passes the torch GraphModel for these)."""
+    return _ptq(
+        percentile,
+        num_calibration_crops=128,
+        qat_steps=steps,
+        qat_learning_rate=lr,
+        qat_fake_quant=fake_quant,
+    )
+
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "fp16_weights": {"mode": "fp16_weights"},
     "int8_minmax": {"calibrator": "minmax", "max_landmark_error_px": None},
     "int8_entropy": {"calibrator": "entropy", "num_bins": 1024, "max_landmark_error_px": None},
-    "int8_p99.99": {"calibrator": "percentile", "percentile": 99.99, "max_landmark_error_px": None},
-    "int8_p99.999": {
-        "calibrator": "percentile",
-        "percentile": 99.999,
-        "max_landmark_error_px": None,
-    },
-    "int8_p99.9": {"calibrator": "percentile", "percentile": 99.9, "max_landmark_error_px": None},
-    "int8_p99.8": {"calibrator": "percentile", "percentile": 99.8, "max_landmark_error_px": None},
-    "int8_p99.5": {"calibrator": "percentile", "percentile": 99.5, "max_landmark_error_px": None},
-    "int8_p99": {"calibrator": "percentile", "percentile": 99.0, "max_landmark_error_px": None},
-    "int8_p99.99_mixed": {
-        "calibrator": "percentile",
-        "percentile": 99.99,
-        "max_landmark_error_px": 1.0,
-        "num_holdout_crops": 12,
-        "max_fp32_nodes": 16,
-        "num_calibration_crops": 128,
-    },
-    # quantization-aware fine-tuning needs the torch model (bench passes the GraphModel)
-    "int8_qat_p99.99": {
-        "calibrator": "percentile",
-        "percentile": 99.99,
-        "max_landmark_error_px": None,
-        "num_calibration_crops": 128,
-        "qat_steps": 120,
-        "qat_learning_rate": 3e-5,
-    },
-    "int8_qat_400_p99.99": {
-        "calibrator": "percentile",
-        "percentile": 99.99,
-        "max_landmark_error_px": None,
-        "num_calibration_crops": 128,
-        "qat_steps": 400,
-        "qat_learning_rate": 3e-5,
-    },
-    "int8_qat_p99.9_lr3e-5": {
-        "percentile": 99.9,
-        "max_landmark_error_px": None,
-        "num_calibration_crops": 128,
-        "qat_steps": 400,
-        "qat_learning_rate": 3e-5,
-        "qat_fake_quant": "all_tensors",
-    },
-    "int8_qat_p99.9_lr3e-5_conv_inputs": {
-        "percentile": 99.9,
-        "max_landmark_error_px": None,
-        "num_calibration_crops": 128,
-        "qat_steps": 400,
-        "qat_learning_rate": 3e-5,
-        "qat_fake_quant": "conv_inputs",
-    },
-    "int8_qat_p99.9_lr1e-4": {
-        "percentile": 99.9,
-        "max_landmark_error_px": None,
-        "num_calibration_crops": 128,
-        "qat_steps": 400,
-        "qat_learning_rate": 1e-4,
-        "qat_fake_quant": "all_tensors",
-    },
-    "int8_qat_400_p99.99_all_tensors": {
-        "calibrator": "percentile",
-        "percentile": 99.99,
-        "max_landmark_error_px": None,
-        "num_calibration_crops": 128,
-        "qat_steps": 400,
-        "qat_learning_rate": 3e-5,
-        "qat_fake_quant": "all_tensors",
-    },
-    "int8_qat_400_lr1e-5": {
-        "calibrator": "percentile",
-        "percentile": 99.99,
-        "max_landmark_error_px": None,
-        "num_calibration_crops": 128,
-        "qat_steps": 400,
-        "qat_learning_rate": 1e-5,
-        "qat_fake_quant": "all_tensors",
-    },
-    "int8_qat_400_lr3e-6": {
-        "calibrator": "percentile",
-        "percentile": 99.99,
-        "max_landmark_error_px": None,
-        "num_calibration_crops": 128,
-        "qat_steps": 400,
-        "qat_learning_rate": 3e-6,
-        "qat_fake_quant": "all_tensors",
-    },
+    **{f"int8_p{p:g}": _ptq(p) for p in (99.999, 99.99, 99.9, 99.8, 99.5, 99.0)},
+    "int8_p99.99_mixed": _ptq(
+        99.99,
+        max_landmark_error_px=1.0,
+        num_holdout_crops=12,
+        max_fp32_nodes=16,
+        num_calibration_crops=128,
+    ),
+    # first session (conv inputs fake-quantized)
+    "int8_qat_p99.99": _qat(99.99, 120, 3e-5, "conv_inputs"),
+    "int8_qat_400_p99.99": _qat(99.99, 400, 3e-5, "conv_inputs"),
+    # second session
+    "int8_qat_400_p99.99_all_tensors": _qat(99.99, 400, 3e-5, "all_tensors"),
+    "int8_qat_400_lr1e-5": _qat(99.99, 400, 1e-5, "all_tensors"),
+    "int8_qat_400_lr3e-6": _qat(99.99, 400, 3e-6, "all_tensors"),
+    "int8_qat_p99.9_lr3e-5": _qat(99.9, 400, 3e-5, "all_tensors"),
+    "int8_qat_p99.9_lr3e-5_conv_inputs": _qat(99.9, 400, 3e-5, "conv_inputs"),
+    "int8_qat_p99.9_lr1e-4": _qat(99.9, 400, 1e-4, "all_tensors"),
 }
 
 

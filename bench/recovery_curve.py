@@ -109,10 +109,8 @@ def main() -> None:
     )
     print("| lr | step | elapsed s | dev AP | AP loss | train loss |")
     print("|---|---|---|---|---|---|")
-    print(
-        f"| - | 0 | 0 | {dev_ap(student0, dev):.4f} | {base_ap - dev_ap(student0, dev):+.4f} | - |",
-        flush=True,
-    )
+    start_ap = dev_ap(student0, dev)
+    print(f"| - | 0 | 0 | {start_ap:.4f} | {base_ap - start_ap:+.4f} | - |", flush=True)
     teacher = frozen_copy(parent)
     for lr in (float(v) for v in args.lr.split(",")):
         student = copy.deepcopy(student0)
@@ -154,7 +152,7 @@ def _train_until(
         return done["step"] >= stop_at
 
     def progress(fraction: float, message: str) -> None:
-        done["step"] = int(message.split()[2])
+        done["step"] = round(fraction * cfg.steps)  # no time budget: fraction = step / steps
 
     stats = train_distill(
         student,

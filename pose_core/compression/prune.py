@@ -117,13 +117,17 @@ def _install_pad_mappings(graph: tp.DependencyGraph, pads: list[ChannelPad]) -> 
                     dep.index_mapping[0] = _IndexShift(pad, to_output=True)
 
 
-def _output_heads(
+def _dependency_graph(
     model: nn.Module, example: torch.Tensor, pruner: ChannelPadPruner
-) -> list[nn.Module]:
-    """Prunable layers whose output channels reach a model output (never pruned)."""
-    graph = tp.DependencyGraph().build_dependency(
+) -> tp.DependencyGraph:
+    """The model's channel dependencies, for deciding what is never pruned (one trace)."""
+    return tp.DependencyGraph().build_dependency(
         model, example_inputs=example, customized_pruners={ChannelPad: pruner}
     )
+
+
+def _output_heads(model: nn.Module, graph: tp.DependencyGraph) -> list[nn.Module]:
+    """Prunable layers whose output channels reach a model output (never pruned)."""
     heads: list[nn.Module] = []
     for module in model.modules():
         if not isinstance(module, nn.Conv2d | nn.Linear) or module not in graph.module2node:
@@ -140,17 +144,12 @@ def _output_heads(
     return heads
 
 
-def _coupled_layers(
-    model: nn.Module, example: torch.Tensor, pruner: ChannelPadPruner
-) -> list[nn.Module]:
+def _coupled_layers(model: nn.Module, graph: tp.DependencyGraph) -> list[nn.Module]:
     """Dense convs whose output channels are tied to another dense conv's (through an add).
 
     Pruning such a group removes channels of the residual stream shared by several blocks;
     a group with a single dense conv's outputs (plus depthwise convs) is private to one block.
     """
-    graph = tp.DependencyGraph().build_dependency(
-        model, example_inputs=example, customized_pruners={ChannelPad: pruner}
-    )
     coupled: list[nn.Module] = []
     for module in model.modules():
         if not isinstance(module, nn.Conv2d) or module.groups != 1:
@@ -195,14 +194,15 @@ def prune_channels(model: nn.Module, cfg: PruneConfig, crops: CropSet) -> dict[s
     model.eval()
     pads = _record_pad_channels(model, example)
     pad_pruner = ChannelPadPruner()
-    heads = _output_heads(model, example, pad_pruner)
+    graph = _dependency_graph(model, example, pad_pruner)
+    heads = _output_heads(model, graph)
     ignored = list(heads) + [
         m
         for name, m in model.named_modules()
         if name and any(name.startswith(p) for p in cfg.ignored_layers)
     ]
     if cfg.scope == "block_internal":
-        ignored += _coupled_layers(model, example, pad_pruner)
+        ignored += _coupled_layers(model, graph)
     importance: Callable[..., Any] = (
         tp.importance.GroupTaylorImportance()
         if cfg.importance == "taylor"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -175,16 +175,27 @@ def output_tensors(model: onnx.ModelProto) -> set[str]:
     scale over BlazePose's 195 landmark values (range about +-265) would be a 2 px step.
     """
     producer = {o: n for n in model.graph.node for o in n.output}
+
+    def layout_input(name: str) -> str | None:
+        node = producer.get(name)
+        return node.input[0] if node is not None and node.op_type in _LAYOUT_OPS else None
+
+    return reaching_outputs([o.name for o in model.graph.output], layout_input)
+
+
+def reaching_outputs(outputs: Iterable[str], layout_input: Callable[[str], str | None]) -> set[str]:
+    """``outputs`` plus every tensor that reaches one through layout-only producers;
+    ``layout_input(t)`` is the input of ``t``'s producer when that is a layout op, else None."""
     found: set[str] = set()
-    stack = [o.name for o in model.graph.output]
+    stack = list(outputs)
     while stack:
         name = stack.pop()
         if name in found:
             continue
         found.add(name)
-        node = producer.get(name)
-        if node is not None and node.op_type in _LAYOUT_OPS:
-            stack.append(node.input[0])
+        source = layout_input(name)
+        if source is not None:
+            stack.append(source)
     return found
 
 

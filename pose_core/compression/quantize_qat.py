@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from pose_core.compression.base import CompressionError
+from pose_core.compression.quantize_graph import reaching_outputs
 from pose_core.models.graph import INPUT_TENSOR, GraphModel, Node
 
 if TYPE_CHECKING:
@@ -83,16 +84,12 @@ def _quantized_tensors(model: GraphModel) -> set[str]:
     :func:`pose_core.compression.quantize_graph.output_tensors` keeps it.
     """
     producer = {node.output: node for node in model.nodes}
-    fp32 = set()
-    stack = [out.tensor for out in model.outputs]
-    while stack:
-        name = stack.pop()
-        if name in fp32:
-            continue
-        fp32.add(name)
+
+    def layout_input(name: str) -> str | None:
         node = producer.get(name)
-        if node is not None and node.op == "reshape":
-            stack.append(node.inputs[0])
+        return node.inputs[0] if node is not None and node.op == "reshape" else None
+
+    fp32 = reaching_outputs([out.tensor for out in model.outputs], layout_input)
     return {
         node.output
         for node in model.nodes
@@ -156,11 +153,7 @@ def _observe_inputs(
     for i, conv in enumerate(convs):
 
         def record(_m: nn.Module, args: tuple[torch.Tensor, ...], i: int = i) -> None:
-            values = args[0].detach().flatten().float()
-            if values.numel() > 1_000_000:
-                values = values[:: values.numel() // 1_000_000 + 1]
-            q = torch.tensor([1.0 - percentile / 100.0, percentile / 100.0])
-            lo, hi = torch.quantile(values, q).tolist()
+            lo, hi = _quantile_range(args[0], percentile)
             lows[i].append(lo)
             highs[i].append(hi)
 
