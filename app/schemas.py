@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_store import DatasetInfo, JobInfo, ModelInfo, VersionInfo
+from model_store.records import MAX_VERSION_NUMBER
 
 
 class ErrorBody(BaseModel):
@@ -84,13 +85,13 @@ class ModelUploaded(BaseModel):
 
 
 class AliasUpdate(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION_NUMBER)
 
 
 class ExportRequest(BaseModel):
     optimization: Literal["disable", "basic", "extended"] = "basic"
     verify_samples: int = Field(default=16, ge=1, le=100_000)
-    tolerance: float = Field(default=1e-4, gt=0)
+    tolerance: float = Field(default=1e-4, gt=0, allow_inf_nan=False)
 
 
 class JobPublic(BaseModel):
@@ -149,8 +150,13 @@ class DatasetPublic(BaseModel):
 
 
 class HealthPublic(BaseModel):
-    status: str
-    checks: dict[str, str] = Field(default_factory=dict)
+    status: Literal["ok"]
+
+
+class ReadyPublic(BaseModel):
+    status: Literal["ready", "degraded"]
+    """``degraded``: the database and broker answer but the supervised worker is down."""
+    checks: dict[str, str]
 
 
 class CompressRequest(BaseModel):
@@ -164,7 +170,7 @@ class CompressRequest(BaseModel):
     augment_copies: int = Field(default=1, ge=0, le=32, description="augmented copies per crop")
     max_crops: int | None = Field(default=None, ge=1, description="person crops to use")
     latency_rounds: int = Field(default=100, ge=1, le=1000)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
 
 
 class EvaluateRequest(BaseModel):

@@ -25,7 +25,14 @@ from sqlalchemy.orm import Session, selectinload
 from model_store.artifacts import ArtifactStore, Blob
 from model_store.db import Database
 from model_store.errors import ConflictError, InvalidArgumentError, NotFoundError, StoreError
-from model_store.records import LATEST, ArtifactInfo, ModelInfo, VersionInfo
+from model_store.records import (
+    LATEST,
+    MAX_VERSION_NUMBER,
+    ArtifactInfo,
+    ModelInfo,
+    VersionInfo,
+    version_number,
+)
 from model_store.tables import AliasRow, ArtifactRow, ModelRow, VersionRow, utcnow
 
 logger = logging.getLogger(__name__)
@@ -233,8 +240,9 @@ class ModelRegistry:
         with self.db.session() as s:
             model_row = self._model_row(s, model)
             row: VersionRow | None
-            if isinstance(ref, int) or str(ref).isdigit():
-                row = self._version_row(s, model_row, int(ref))
+            number = version_number(ref)
+            if number is not None:
+                row = self._version_row(s, model_row, number)
             elif ref == LATEST:
                 row = s.scalars(
                     select(VersionRow)
@@ -346,6 +354,8 @@ class ModelRegistry:
 
     @staticmethod
     def _version_row(s: Session, model: ModelRow, number: int, lock: bool = False) -> VersionRow:
+        if not 1 <= number <= MAX_VERSION_NUMBER:  # out of the column's range: no such row
+            raise NotFoundError(f"model {model.name!r} has no version {number}")
         query = select(VersionRow).where(
             VersionRow.model_id == model.id, VersionRow.number == number
         )

@@ -7,11 +7,25 @@ torch, ONNX or numpy; the handlers that use them live in the method modules
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Calibrator = Literal["minmax", "percentile", "entropy"]
+
+#: Validation-context keys that bound a step's training; the API passes its settings
+#: (``parse_config(step, context={...})``), so an accepted job fits the service's time limit.
+MAX_TRAINING_STEPS, MAX_TRAINING_TIME_S = "max_training_steps", "max_training_time_s"
+
+
+_Bounded = TypeVar("_Bounded", int, float | None)
+
+
+def _within_limit(value: _Bounded, info: ValidationInfo, key: str) -> _Bounded:
+    limit = (info.context or {}).get(key)
+    if value is not None and limit is not None and value > limit:
+        raise ValueError(f"at most {limit} on this service ({key})")
+    return value
 
 
 class MethodConfig(BaseModel):
@@ -62,6 +76,16 @@ class RecoveryConfig(BaseModel):
     #: starting weights are restored (a short, CPU-starved run must never return a worse model)
     guard_crops: int = Field(default=16, ge=0)
 
+    @field_validator("steps")
+    @classmethod
+    def _steps_limit(cls, value: int, info: ValidationInfo) -> int:
+        return _within_limit(value, info, MAX_TRAINING_STEPS)
+
+    @field_validator("time_budget_s")
+    @classmethod
+    def _time_limit(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return _within_limit(value, info, MAX_TRAINING_TIME_S)
+
 
 class DistillConfig(MethodConfig, RecoveryConfig):
     """Distillation from the teacher (``data.teacher``, default the parent) into the model."""
@@ -100,6 +124,11 @@ class QuantizeConfig(MethodConfig):
     #: 0.091 where conv_inputs gave 0.046
     qat_fake_quant: Literal["all_tensors", "conv_inputs"] = "conv_inputs"
     sensitivity_top_k: int = Field(10, ge=0)
+
+    @field_validator("qat_steps")
+    @classmethod
+    def _steps_limit(cls, value: int, info: ValidationInfo) -> int:
+        return _within_limit(value, info, MAX_TRAINING_STEPS)
 
 
 class PruneConfig(MethodConfig):

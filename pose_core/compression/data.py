@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pose_core.evaluation.dataset import IMAGE_SUFFIXES
+from pose_core.dataset_schema import IMAGE_SUFFIXES
 from pose_core.inference.crop import (
     CropRect,
     apply_affine,
@@ -229,8 +229,10 @@ def load_crop_sources(
 def load_rgb(path: Path) -> np.ndarray:
     from PIL import Image
 
+    from pose_core.images import to_rgb8
+
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.asarray(to_rgb8(img))
 
 
 def _image_size(path: Path) -> tuple[int, int]:

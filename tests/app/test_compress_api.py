@@ -174,3 +174,74 @@ def test_report_and_compare_table(client: TestClient, tiny: str, tmp_path: Path)
     assert body["rows"][2]["fields"] == {} and body["rows"][2]["ratios"] == {}
     assert client.get("/models/tiny/compare", params={"versions": "2,7"}).status_code == 404
     assert client.get("/models/tiny/compare", params={"versions": ","}).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"seed": -1},
+        {"seed": 2**64},
+        {"recipe": [{**PRUNE_STEP, "recovery": {"steps": 10**9}}]},
+        {"recipe": [{**PRUNE_STEP, "recovery": {"time_budget_s": 10**9}}]},
+        {"recipe": [{"method": "distill", "steps": 10**9}]},
+        {"recipe": [{"method": "quantize", "qat_steps": 10**9}]},
+        {"recipe": [{"method": "lowrank", "recovery": {"steps": 20_001}}]},
+    ],
+    ids=[
+        "seed-negative",
+        "seed-huge",
+        "prune-steps",
+        "prune-time",
+        "distill-steps",
+        "qat-steps",
+        "lowrank-steps",
+    ],
+)
+def test_jobs_that_could_not_finish_are_refused_before_queueing(
+    client: TestClient, tiny: str, dataset_id: str, change: dict[str, Any]
+) -> None:
+    body = {"recipe": [PRUNE_STEP], "dataset": dataset_id, **change}
+    response = client.post("/models/tiny/versions/1/compress", json=body)
+    assert response.status_code == 422, response.text
+    assert client.get("/jobs").json() == []
+
+
+def test_training_bounds_follow_the_settings(make_client: Any, tiny_files: dict[str, Path]) -> None:
+    client = make_client(max_training_steps=50, task_time_limit=600)
+    store_version_1(client.app.state.store, "tiny", tiny_files)
+    dataset = client.post("/datasets", files={"file": ("d.zip", dev_subset_zip())}).json()["id"]
+
+    def compress(recovery: dict[str, Any]) -> Any:
+        step = {**PRUNE_STEP, "recovery": recovery}
+        return _compress(client, [step], dataset)
+
+    assert compress({"steps": 50}).status_code == 202
+    too_many = compress({"steps": 51})
+    assert too_many.status_code == 422
+    assert_error_shape(too_many.json(), "invalid_recipe")
+    assert "max_training_steps" in str(too_many.json()["error"]["detail"])
+    assert compress({"steps": 10, "time_budget_s": 540}).status_code == 202
+    assert compress({"steps": 10, "time_budget_s": 541}).status_code == 422
+
+
+def test_jobs_on_models_that_are_not_blazepose_are_refused(
+    client: TestClient, dataset_id: str, tiny_files: dict[str, Path]
+) -> None:
+    store = client.app.state.store  # type: ignore[attr-defined]
+    files = {"model": tiny_files["model"]}
+    for name, manifest in (
+        ("plain", None),
+        ("heat", {"kind": "heatmap", "input_size": [256, 256]}),
+    ):
+        pending = store.models.create_pending_version(name, format="onnx", manifest=manifest)
+        store.models.finalize_version(name, pending.number, files)
+    body = {"recipe": [{"method": "quantize"}], "dataset": dataset_id}
+    plain = client.post("/models/plain/versions/1/compress", json=body)
+    assert plain.status_code == 422
+    assert_error_shape(plain.json(), "not_servable")
+    heat = client.post("/models/heat/versions/1/compress", json=body)
+    assert heat.status_code == 422
+    assert_error_shape(heat.json(), "unsupported_model")
+    evaluate = client.post("/models/plain/versions/1/evaluate", json={"dataset": dataset_id})
+    assert evaluate.status_code == 422
+    assert client.get("/jobs").json() == []

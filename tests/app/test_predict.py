@@ -87,6 +87,24 @@ def test_predict_finds_the_people(client: TestClient, photo: Path, people: int) 
     assert timing["total"] >= timing["detect"] + timing["landmarks"]
 
 
+def _phone_formats() -> dict[str, bytes]:
+    with Image.open(ZIDANE) as photo:
+        rgb = photo.convert("RGB")
+    mpo, png16 = io.BytesIO(), io.BytesIO()
+    rgb.save(mpo, format="MPO", save_all=True, append_images=[rgb.resize((64, 36))], quality=95)
+    gray = np.asarray(rgb.convert("L")).astype(np.uint16) * 257
+    Image.fromarray(gray).save(png16, format="PNG")
+    return {"mpo": mpo.getvalue(), "png16": png16.getvalue()}
+
+
+@pytest.mark.parametrize("kind", ["mpo", "png16"])
+def test_phone_mpo_and_sixteen_bit_png_find_the_people(client: TestClient, kind: str) -> None:
+    response = _post(client, _phone_formats()[kind])
+    assert response.status_code == 200, response.text
+    _check_people(response.json(), 1280, 720)
+    assert len(response.json()["people"]) == 2
+
+
 def test_zidane_people_stand_left_and_right(client: TestClient) -> None:
     body = _post(client, ZIDANE).json()
     noses = sorted(p["keypoints"][0]["x"] for p in body["people"])

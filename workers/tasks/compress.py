@@ -34,7 +34,15 @@ from workers.compression_job import (
     verify_artifacts,
     write_artifacts,
 )
-from workers.runtime import JobCancelled, JobContext, JobError, JobResult, run_job, transient_errors
+from workers.runtime import (
+    JobCancelled,
+    JobContext,
+    JobError,
+    JobResult,
+    job_work_dir,
+    run_job,
+    transient_errors,
+)
 from workers.version_pipeline import artifact_bytes, has_role, load_compressible
 
 logger = logging.getLogger(__name__)
@@ -47,7 +55,7 @@ STOP_PROBE_INTERVAL_S = 1.0
 
 def work_dir_of(ctx: JobContext) -> Path:
     """Per-job folder that outlives an attempt (checkpoints for resume)."""
-    return ctx.store.data_dir / "work" / f"{KIND}-{ctx.job.id}"
+    return job_work_dir(ctx.store, KIND, ctx.job.id)
 
 
 def compress_job(ctx: JobContext) -> JobResult:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CeleryDep, StoreDep, WriteGuard
+from app.api.deps import CeleryDep, SettingsDep, StoreDep
 from app.api.routes.versions import find_version
 from app.errors import ApiError
 from app.jobs import accepted, enqueue_job
@@ -27,12 +27,14 @@ from app.schemas import (
     EvaluateRequest,
     JobPublic,
 )
-from model_store import VersionInfo
+from app.settings import Settings
+from model_store import Store, VersionInfo
+from model_store.lineage import SERVABLE_KINDS, served_version
+from pose_core.importers.uploads import KIND_BLAZEPOSE
 
 router = APIRouter(
     prefix="/models/{name}",
     tags=["compression"],
-    dependencies=[WriteGuard],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 
@@ -40,17 +42,25 @@ TORCH_ROLES = {"recipe", "weights"}
 ONNX_METHODS = {"quantize"}  # methods that run on an ONNX graph (the others need torch)
 
 
-def validate_recipe(steps: list[dict[str, Any]], parent: VersionInfo) -> list[dict[str, Any]]:
-    """Typed configs of every step (as JSON), or 422 naming the step and the problem."""
+def validate_recipe(
+    steps: list[dict[str, Any]], parent: VersionInfo, settings: Settings
+) -> list[dict[str, Any]]:
+    """Typed configs of every step (as JSON), or 422 naming the step and the problem. Training
+    steps and time budgets are bounded by the settings."""
     from pydantic import ValidationError
 
     from pose_core.compression.base import UnknownMethodError
+    from pose_core.compression.configs import MAX_TRAINING_STEPS, MAX_TRAINING_TIME_S
     from pose_core.compression.registry import known_methods, parse_config
 
+    limits = {
+        MAX_TRAINING_STEPS: settings.max_training_steps,
+        MAX_TRAINING_TIME_S: settings.soft_time_limit,
+    }
     configs = []
     for index, step in enumerate(steps):
         try:
-            configs.append(parse_config(step))
+            configs.append(parse_config(step, limits))
         except UnknownMethodError as exc:
             raise ApiError(
                 422,
@@ -87,6 +97,19 @@ def validate_recipe(steps: list[dict[str, Any]], parent: VersionInfo) -> list[di
     return [c.model_dump(mode="json") for c in configs]
 
 
+def require_kind(store: Store, version: VersionInfo, *kinds: str) -> None:
+    """422 unless the version's pose manifest (through its lineage) is one of ``kinds``: a job
+    on any other model would be accepted and then fail."""
+    kind = served_version(store, version).manifest.get("kind")  # NotServableError: 422
+    if kind not in kinds:
+        raise ApiError(
+            422,
+            "unsupported_model",
+            f"{version.model} v{version.number} is a {kind!r} model; this job needs "
+            f"{' or '.join(repr(k) for k in kinds)}",
+        )
+
+
 @router.post(
     "/versions/{ref}/compress",
     status_code=status.HTTP_202_ACCEPTED,
@@ -94,14 +117,20 @@ def validate_recipe(steps: list[dict[str, Any]], parent: VersionInfo) -> list[di
     responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 def start_compression(
-    name: str, ref: str, body: CompressRequest, store: StoreDep, celery: CeleryDep
+    name: str,
+    ref: str,
+    body: CompressRequest,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
 ) -> JSONResponse:
     """Start a ``compress`` job: run ``recipe`` on this version with crops of ``dataset``,
     store the result as a new version (each step's with ``keep_intermediate``) with its
     report. Every step is validated first (422 with the known methods or the field errors).
     Poll ``Location``."""
     parent = store.models.resolve(name, ref)
-    recipe = validate_recipe(body.recipe, parent)
+    require_kind(store, parent, KIND_BLAZEPOSE)
+    recipe = validate_recipe(body.recipe, parent, settings)
     store.datasets.get(body.dataset)
     if body.eval_dataset is not None:
         store.datasets.get(body.eval_dataset)
@@ -122,6 +151,7 @@ def start_evaluation(
     ground-truth-box or detector mode, attached to the version's report under
     ``evaluation.<dataset id>.<mode>``. Poll ``Location``."""
     version = store.models.resolve(name, ref)
+    require_kind(store, version, *SERVABLE_KINDS)
     dataset = store.datasets.get(body.dataset)
     if not dataset.has_annotations:
         raise ApiError(422, "unlabelled_dataset", f"dataset {dataset.id} has no annotations")

