@@ -10,6 +10,9 @@ VERSION_STATUSES = ("pending", "ready", "failed")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 JOB_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 LATEST = "latest"
+#: The alias serving uses when no version is given (stored like a user alias; see
+#: :class:`model_store.registry.ModelRegistry`).
+DEFAULT = "default"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class ModelInfo:
     latest: int | None
     version_count: int
     aliases: dict[str, int] = field(default_factory=dict)
+    default: int | None = None
 
 
 @dataclass(frozen=True)
