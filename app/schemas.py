@@ -70,6 +70,7 @@ class ModelPublic(BaseModel):
     latest: int | None
     version_count: int
     aliases: dict[str, int]
+    default: int | None = Field(description="what /predict serves when no version is given")
 
     @classmethod
     def of(cls, info: ModelInfo) -> ModelPublic:

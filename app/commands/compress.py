@@ -31,7 +31,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "compress", help="compress a stored version on a running server (progress bar)"
     )
-    parser.add_argument("model", help="NAME:VERSION (or NAME:alias; NAME alone = latest)")
+    parser.add_argument(
+        "model", help="NAME:VERSION (or NAME:alias; NAME alone = its default version)"
+    )
     parser.add_argument(
         "--recipe", required=True, type=Path, help='JSON file: [{"method": ...}, ...]'
     )
@@ -64,6 +66,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import httpx
 
     from app.report_table import flatten, format_table
+    from model_store.records import DEFAULT
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll would break the bar
 
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     }
     key = args.api_key or settings.api_key
     client = httpx.Client(base_url=args.url, timeout=60, headers={"X-API-Key": key} if key else {})
-    response = client.post(f"/models/{name}/versions/{ref or 'latest'}/compress", json=body)
+    response = client.post(f"/models/{name}/versions/{ref or DEFAULT}/compress", json=body)
     if response.status_code != 202:
         print(f"error {response.status_code}: {response.text}", file=sys.stderr)
         return 1
