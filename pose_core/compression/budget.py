@@ -5,7 +5,7 @@ fidelity to its input (mean COCO-17 keypoint px, mean OKS) on the held-out crops
 interleaved latency ratio, and returns the verdict that goes into the version's report::
 
     {"within_budget": false, "measured": {"mean_px": 6.1, "oks_vs_parent": 0.83,
-     "latency_ratio": 0.8}, "limits": {...}, "over": ["mean_px 6.1 > 4.0"],
+     "latency_ratio": 0.8, "latency_noise": 0.03}, "limits": {...}, "over": ["mean_px 6.1 > 4"],
      "held_out": {"n_crops": 20, "n_images": 12, ...}}
 """
 
@@ -26,7 +26,8 @@ class OverBudgetError(CompressionError):
 def measure(
     candidate_onnx: bytes, parent_onnx: bytes, held_out: HeldOut, latency_rounds: int
 ) -> dict[str, Any]:
-    """Fidelity (held-out crops) and latency ratio of ``candidate_onnx`` to ``parent_onnx``."""
+    """Fidelity (held-out crops) and latency ratio of ``candidate_onnx`` to ``parent_onnx``,
+    with the ratio's noise (``latency_noise``: the parent against itself in the same rounds)."""
     from pose_core.compression.measure import (
         landmark_fidelity,
         ort_session,
@@ -40,28 +41,30 @@ def measure(
     fidelity = landmark_fidelity(
         run_session(cand, images)[0], run_session(parent, images)[0], float(images.shape[-1])
     )
-    lat_c, lat_p = session_latency([cand, parent], images[:1], latency_rounds)
+    # a second session of the parent in the same rounds: how far the ratio of two identical
+    # graphs strays is this measurement's noise (0.88-1.13 on 2 cores shared by 7 jobs)
+    sessions = [cand, parent, ort_session(parent_onnx)]
+    lat_c, lat_p, lat_again = session_latency(sessions, images[:1], latency_rounds)
     return {
         "mean_px": fidelity["mean_landmark_px"],
         "oks_vs_parent": fidelity["mean_oks_vs_parent"],
         "latency_ratio": median_ratio(lat_c, lat_p),
+        "latency_noise": abs(median_ratio(lat_again, lat_p) - 1.0),
     }
 
 
 def verdict(budget: Budget, measured: Mapping[str, Any], held_out: HeldOut) -> dict[str, Any]:
-    """Compare ``measured`` (see :func:`measure`) with the budget's limits."""
-    latency_limit = (
-        None
-        if budget.max_latency_ratio is None
-        else budget.max_latency_ratio + budget.latency_tolerance
-    )
+    """Compare ``measured`` (see :func:`measure`) with the budget's limits; the latency limit
+    is ``max_latency_ratio`` plus the larger of ``latency_tolerance`` and the measured noise."""
+    noise = max(budget.latency_tolerance, float(measured.get("latency_noise") or 0.0))
+    latency_limit = None if budget.max_latency_ratio is None else budget.max_latency_ratio + noise
     checks = (
         ("mean_px", budget.max_mean_px, lambda v, lim: v <= lim, ">"),
         ("oks_vs_parent", budget.min_oks_vs_parent, lambda v, lim: v >= lim, "<"),
         ("latency_ratio", latency_limit, lambda v, lim: v <= lim, ">"),
     )
     over = [
-        f"{key} {measured[key]:.3f} {sign} {limit:g}"
+        f"{key} {measured[key]:.3f} {sign} {limit:.3g}"
         for key, limit, ok, sign in checks
         if limit is not None and measured.get(key) is not None and not ok(measured[key], limit)
     ]
@@ -90,7 +93,8 @@ ADVICE: dict[str, dict[str, str]] = {
     "quantize": {
         "accuracy": "try mode 'fp16_weights', a higher 'percentile', more 'max_fp32_nodes' "
         "or 'qat_steps'",
-        "latency": "allow fewer fp32 nodes ('max_fp32_nodes') or raise budget.max_latency_ratio",
+        "latency": "allow fewer fp32 nodes ('max_fp32_nodes'), re-run on a quieter machine "
+        "or raise budget.max_latency_ratio",
     },
     "prune": {
         "accuracy": "try a higher 'target_macs_ratio' (or none: the job searches one), longer "

@@ -31,8 +31,8 @@ class Budget(BaseModel):
     min_oks_vs_parent: float | None = Field(default=0.9, ge=0, le=1)
     #: median per-round latency ratio to the input model (ONNX Runtime, batch 1): never slower
     max_latency_ratio: float | None = Field(default=1.0, gt=0)
-    #: added to ``max_latency_ratio`` when checking: the ratio of two graphs with the same
-    #: kernels wanders by a few percent on a busy machine (fp16 weights measured 1.00-1.06x)
+    #: added to ``max_latency_ratio`` when checking (or the measured noise, when larger: the
+    #: parent against itself in the same rounds): the ratio of identical kernels wanders
     latency_tolerance: float = Field(default=0.05, ge=0)
     #: ``fail``: the job fails with the measured numbers; ``keep``: the result is stored,
     #: marked over budget, and never promoted

@@ -51,6 +51,7 @@ class Candidate:
     name: str
     recipe: list[dict[str, Any]]  #: the steps as run, from the parent
     result: CompressionResult | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)  #: each step's budget verdict
     row: dict[str, Any] = field(default_factory=dict)  #: the table row (JSON)
 
 
@@ -137,6 +138,9 @@ def optimize(
         candidate.recipe = (base.recipe if base is not None else []) + list(
             result.report["lineage"]["recipe"]
         )
+        candidate.checks = (base.checks if base is not None else []) + [
+            step["budget"] for step in result.report["steps"]
+        ]
         onnx = onnx_of(result.model)
         measured = measure(onnx, parent_onnx, data.held_out, data.latency_rounds)
         candidate.row = {

@@ -132,7 +132,12 @@ def test_one_step_per_method_makes_a_measured_version(
     (verdict,) = report["budget"]["steps"]
     assert verdict["held_out"] == held_out
     assert verdict["within_budget"] == report["budget"]["within_budget"] == (not verdict["over"])
-    assert set(verdict["measured"]) == {"mean_px", "oks_vs_parent", "latency_ratio"}
+    assert set(verdict["measured"]) == {
+        "mean_px",
+        "oks_vs_parent",
+        "latency_ratio",
+        "latency_noise",
+    }
     assert report["training_steps"] == (2 if method != "quantize" else 0)
     assert 0 <= report["fidelity"]["mean_oks_vs_parent"] <= 1
     for key in ("accuracy", "parent_accuracy"):

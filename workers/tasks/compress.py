@@ -106,16 +106,18 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
     made = ", ".join(f"v{v.number}" for v in created)
     message = f"created {made} from v{parent.number}"
     if params.get("promote"):
-        message += "; " + _promote(ctx, last)
+        message += "; " + _promote(ctx, created)
     return JobResult(parent.model, last.number, message)
 
 
-def _promote(ctx: JobContext, version: VersionInfo) -> str:
-    """Move the ``default`` alias to ``version`` when it is within budget."""
-    if not (version.report or {}).get("budget", {}).get("within_budget"):
-        return f"not promoted: v{version.number} is over budget"
-    ctx.store.models.set_alias(version.model, DEFAULT_ALIAS, version.number)
-    return f"'{DEFAULT_ALIAS}' now serves v{version.number}"
+def _promote(ctx: JobContext, created: list[VersionInfo]) -> str:
+    """Move the ``default`` alias to the last version when every step was within budget."""
+    last = created[-1]
+    over = [v.number for v in created if not (v.report or {})["budget"]["within_budget"]]
+    if over:
+        return f"not promoted: {', '.join(f'v{n}' for n in over)} over budget"
+    ctx.store.models.set_alias(last.model, DEFAULT_ALIAS, last.number)
+    return f"'{DEFAULT_ALIAS}' now serves v{last.number}"
 
 
 @celery_app.task(name=task_name(KIND), bind=True, max_retries=None)

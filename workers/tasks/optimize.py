@@ -41,6 +41,7 @@ def optimize_job(ctx: JobContext) -> JobResult:
 
 def _run(ctx: JobContext, work_dir: Path) -> JobResult:
     from pose_core.compression.base import CompressionError
+    from pose_core.compression.budget import combined
     from pose_core.compression.measure import example_input, onnx_bytes_of
     from pose_core.compression.optimize import OptimizeTarget, optimize
 
@@ -88,18 +89,14 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
             f"storing candidate {candidate.name}",
             force=True,
         )
-        steps = candidate.result.report.get("steps", [candidate.result.report])
         ready, _ = writer.write(
             candidate.result,
             parent=parent,
             against=(inputs.source, parent_onnx),
             steps=candidate.recipe,
             extra={
-                "budget": {
-                    "within_budget": bool(candidate.row["meets_target"]),
-                    "steps": [s.get("budget") for s in steps],
-                },
-                "optimize": {"job": ctx.job.id, "candidate": candidate.name},
+                "budget": combined(candidate.checks),
+                "optimize": {"job": ctx.job.id, "candidate": candidate.name, **candidate.row},
             },
             check_cancelled=ctx.check_cancelled,
         )
