@@ -28,6 +28,7 @@ from pathlib import Path
 from celery import Task
 
 from model_store import VersionInfo
+from model_store.records import DEFAULT
 from workers.celery_app import celery_app, task_name
 from workers.compression_job import WORK_DONE, prepare_inputs
 from workers.runtime import (
@@ -44,8 +45,6 @@ from workers.version_pipeline import artifact_bytes
 logger = logging.getLogger(__name__)
 
 KIND = "compress"
-#: the alias that ``promote`` moves (what ``/predict`` serves by default)
-DEFAULT_ALIAS = "default"
 
 
 def work_dir_of(ctx: JobContext) -> Path:
@@ -124,8 +123,8 @@ def _promote(ctx: JobContext, created: list[VersionInfo]) -> str:
     over = [v.number for v in created if not (v.report or {})["budget"]["within_budget"]]
     if over:
         return f"not promoted: {', '.join(f'v{n}' for n in over)} over budget"
-    ctx.store.models.set_alias(last.model, DEFAULT_ALIAS, last.number)
-    return f"'{DEFAULT_ALIAS}' now serves v{last.number}"
+    ctx.store.models.set_alias(last.model, DEFAULT, last.number)
+    return f"'{DEFAULT}' now serves v{last.number}"
 
 
 @celery_app.task(name=task_name(KIND), bind=True, max_retries=None)
