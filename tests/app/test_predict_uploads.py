@@ -321,6 +321,13 @@ def test_state_dict_for_the_builtin_architecture(
     builtin = _predict(client, "blazepose-full").json()["people"]
     assert len(ours) == 2
     np.testing.assert_allclose([p["bbox"] for p in ours], [p["bbox"] for p in builtin], atol=0.5)
+    if suffix == ".safetensors":  # under the built-in name it decodes: kept, not promoted
+        again = _upload(
+            client, "blazepose-full", "w.safetensors", content, {"architecture": "blazepose-full"}
+        )
+        assert again.status_code == 201, again.text
+        model = client.get("/models/blazepose-full").json()
+        assert (model["default"], model["latest"]) == (1, 2)
 
 
 class _NotATensor:
