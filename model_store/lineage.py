@@ -1,7 +1,7 @@
 """What serving a version needs, read from the store's metadata alone (no model building).
 
 A version made by a job inherits the manifest and the ``detector`` artifact of its nearest
-ancestor that has them; a model with no detector in its lineage uses the built-in model's
+ancestor that has them; a version with no detector in its lineage uses the built-in model's
 detector. :func:`served_version` gathers that into a :class:`ServedVersion`, which the API
 (``app.serving.predictor``) and the jobs (``workers.version_pipeline``) turn into runners;
 :func:`check_servable` is what the registry asks before a version may be a model's
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from model_store.artifacts import Blob
 from model_store.errors import NoDetectorError, NotFoundError, NotServableError
-from model_store.records import LATEST, VersionInfo
+from model_store.records import DEFAULT, VersionInfo
 from pose_core.builtin import BUILTIN_MODEL_NAME, ROLE_DETECTOR, ROLE_MODEL
 
 if TYPE_CHECKING:  # the registry calls check_servable: no import of it at run time
@@ -105,9 +105,7 @@ def _served(models: ModelRegistry, version: VersionInfo) -> ServedVersion:
         model_artifact = version.artifact(ROLE_MODEL)
     except NotFoundError as exc:
         raise NotServableError(str(exc)) from exc
-    detector = _nearest_detector(chain)
-    if detector is None and version.model != BUILTIN_MODEL_NAME:
-        detector = _builtin_detector(models)
+    detector = _nearest_detector(chain) or _builtin_detector(models)
     return ServedVersion(
         version, manifest, Blob(model_artifact.sha256, model_artifact.size), detector
     )
@@ -133,8 +131,18 @@ def _nearest_detector(chain: list[VersionInfo]) -> Blob | None:
 
 
 def _builtin_detector(models: ModelRegistry) -> Blob | None:
+    """The built-in model's person detector: its default version's (through its lineage),
+    else that of its first ready version carrying one (the default may be an upload)."""
     try:
-        info = models.resolve(BUILTIN_MODEL_NAME, LATEST).artifact(ROLE_DETECTOR)
+        default = models.resolve(BUILTIN_MODEL_NAME, DEFAULT)
+    except NotFoundError:
+        default = None
+    if default is not None:
+        found = _nearest_detector(_chain(models, default))
+        if found is not None:
+            return found
+    try:
+        versions = models.list_versions(BUILTIN_MODEL_NAME)
     except NotFoundError:
         return None
-    return Blob(info.sha256, info.size)
+    return _nearest_detector([v for v in versions if v.status == "ready"])

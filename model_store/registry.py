@@ -80,8 +80,8 @@ class ModelRegistry:
             return self._model_info(s, self._model_row(s, name))
 
     def delete_model(self, name: str, *, force: bool = False) -> None:
-        """Delete a model and all its versions. Without ``force`` only if it has no
-        ready version referenced by a user alias."""
+        """Delete a model and all its versions. Without ``force`` only if it has no alias
+        (``default`` included: a model that serves keypoints needs ``force``)."""
         with self.db.session() as s:
             row = self._model_row(s, name)
             aliases = s.scalars(select(AliasRow.name).where(AliasRow.model_id == row.id)).all()

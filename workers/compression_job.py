@@ -200,6 +200,7 @@ def measure_result(
         latency_rounds=latency_rounds,
         candidate_onnx=onnx_bytes,
         parent_onnx=parent_onnx,
+        fidelity_held_out=True,
     )
 
 

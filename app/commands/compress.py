@@ -21,10 +21,14 @@ SUMMARY = (
     "latency_ratio",
     "fidelity.mean_landmark_px",
     "fidelity.mean_oks_vs_parent",
+    "fidelity.n_crops",
+    "fidelity.held_out",
     "accuracy.ap",
+    "accuracy.ap_ci",
     "parent_accuracy.ap",
     "budget.within_budget",
     "training_steps",
+    "parent_accuracy.ap_ci",
     "wall_time_s",
 )
 
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     import httpx
 
-    from app.report_table import flatten, format_table
+    from app.report_table import flatten, format_table, with_intervals
     from model_store.records import DEFAULT
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll would break the bar
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        flat = flatten(report)
+        flat = with_intervals(flatten(report))
         print(format_table([{k: flat.get(k) for k in SUMMARY}], list(SUMMARY)))
     return 0
 

@@ -150,11 +150,17 @@ def test_report_and_compare_table(client: TestClient, tiny: str, tmp_path: Path)
     source.write_bytes(b"not read by the table")
     for params, latency in ((500, 4.0), (250, 3.0)):
         pending = store.models.create_pending_version("tiny", format="onnx", parent=1)
+        interval = {"low": 0.1, "high": params / 1000, "level": 0.95, "unit": "person"}
         store.models.finalize_version(
             "tiny",
             pending.number,
             {"model": source},
-            report={"params": params, "latency_ms": {"p50": latency}, "method": "prune"},
+            report={
+                "params": params,
+                "latency_ms": {"p50": latency},
+                "method": "prune",
+                "accuracy": {"ap": 0.2, "ap_ci": interval},
+            },
         )
     report = client.get("/models/tiny/versions/3/report")
     assert report.status_code == 200
@@ -171,6 +177,9 @@ def test_report_and_compare_table(client: TestClient, tiny: str, tmp_path: Path)
     assert second["ratios"]["params"] == pytest.approx(0.5)
     assert second["ratios"]["latency_ms.p50"] == pytest.approx(0.75)
     assert "method" not in second["ratios"]
+    # an AP interval is a readable column besides its numbers
+    assert second["fields"]["accuracy.ap_ci"] == "[0.100, 0.250]"
+    assert second["fields"]["accuracy.ap_ci.high"] == 0.25
     assert body["rows"][2]["fields"] == {} and body["rows"][2]["ratios"] == {}
     assert client.get("/models/tiny/compare", params={"versions": "2,7"}).status_code == 404
     assert client.get("/models/tiny/compare", params={"versions": ","}).status_code == 422

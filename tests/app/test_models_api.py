@@ -92,6 +92,11 @@ def test_aliases_move_in_one_call_and_block_deletion(client: TestClient, tiny_on
     assert_error_shape(conflict.json(), "conflict")
     assert client.put("/models/tiny/aliases/latest", json={"version": 1}).status_code == 409
     assert client.put("/models/tiny/aliases/x", json={"version": 9}).status_code == 404
+    # no pose manifest: serving could not run it, so it cannot be the default
+    not_servable = client.put("/models/tiny/aliases/default", json={"version": 1})
+    assert not_servable.status_code == 422
+    assert_error_shape(not_servable.json(), "not_servable")
+    assert client.delete("/models/tiny/aliases/default").status_code == 409
 
     assert client.delete("/models/tiny/versions/1").status_code == 204
     assert client.delete("/models/tiny/versions/2", params={"force": "true"}).status_code == 204

@@ -1,6 +1,7 @@
 """Compression and evaluation jobs through the real worker of ``posecompress serve``: one
 step per registered method on the tiny BlazePose-shaped GraphModel (tiny budgets), a chain
-with intermediate versions, the report and comparison table, cancellation, evaluation."""
+with intermediate versions, the report and comparison table, cancellation, evaluation, and
+what default ``/predict`` serves while jobs add versions."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from compress_support import dev_subset_zip, export_tiny_graph_model, store_version_1
-from service_support import live_server, remove, run_cli, short_tmp_dir, wait_job
+from service_support import TEST_DATA, live_server, remove, run_cli, short_tmp_dir, wait_job
+from serving_support import cached_bundle
 
 from model_store import open_store
 
@@ -56,9 +58,10 @@ SERVER_LOGS: list[Path] = []
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[tuple[httpx.Client, str]]:
+def server(blazepose_assets: Any) -> Iterator[tuple[httpx.Client, str]]:
     """A live server with model ``tiny`` v1 (torch form + ONNX), ``graphless`` v1 (the same
-    ONNX graph only) and the labelled dev subset."""
+    ONNX graph only), ``served`` v1 (``tiny`` with the built-in person detector, so /predict
+    runs it) and the labelled dev subset."""
     folder = short_tmp_dir("pc-cmp-")
     data_dir = folder / "data"
     env = {"POSECOMPRESS_IMPORT_DEFAULT": "false", "POSECOMPRESS_ORT_THREADS": "1"}
@@ -69,6 +72,8 @@ def server() -> Iterator[tuple[httpx.Client, str]]:
             store = open_store(f"sqlite:///{data_dir / 'metadata.sqlite3'}", data_dir)
             store_version_1(store, "tiny", files)
             store_version_1(store, "graphless", {"model": files["model"]})  # ONNX only
+            detector = cached_bundle(blazepose_assets.landmark_tflite.parent).artifacts["detector"]
+            store_version_1(store, "served", {**files, "detector": detector})
             store.close()
             client = httpx.Client(base_url=live.url, timeout=60)
             dataset = client.post("/datasets", files={"file": ("dev.zip", dev_subset_zip())})
@@ -128,6 +133,7 @@ def test_one_step_per_method_makes_a_measured_version(
     held_out = report["held_out"]
     assert 0 < held_out["n_crops"] < 6 and held_out["n_images"] == 1  # 1 of 3 images
     assert report["fidelity"]["n_crops"] == held_out["n_crops"]
+    assert report["fidelity"]["held_out"] is True
     assert report["fidelity"]["mean_landmark_px"] >= 0
     (verdict,) = report["budget"]["steps"]
     assert verdict["held_out"] == held_out
@@ -143,6 +149,9 @@ def test_one_step_per_method_makes_a_measured_version(
     for key in ("accuracy", "parent_accuracy"):
         assert report[key]["mode"] == "gt-boxes" and 0 <= report[key]["ap"] <= 1
         assert report[key]["n_people"] > 0
+        interval = report[key]["ap_ci"]
+        assert interval["low"] <= report[key]["ap"] <= interval["high"]
+        assert (interval["unit"], interval["n_units"]) == ("person", report[key]["n_people"])
     assert report["wall_time_s"] > 0
     if method == "prune":
         assert report["params"] / report["parent_params"] < 0.9
@@ -154,6 +163,36 @@ def test_one_step_per_method_makes_a_measured_version(
         assert report["compression"]["distill"]["steps_done"] == 2
     if method == "quantize":
         assert report["artifact_bytes"] < report["parent_artifact_bytes"]
+
+
+def _served_by_default(client: httpx.Client) -> int:
+    photo = (TEST_DATA / "ultralytics_zidane.jpg").read_bytes()
+    response = client.post(
+        "/predict",
+        data={"model": "served", "min_score": "0"},
+        files={"image": ("zidane.jpg", photo, "image/jpeg")},
+    )
+    assert response.status_code == 200, response.text
+    return int(response.json()["version"])
+
+
+def test_a_compress_result_never_changes_what_default_predict_serves(
+    server: tuple[httpx.Client, str],
+) -> None:
+    client, dataset = server
+    assert _served_by_default(client) == 1
+    body = {"recipe": [TINY_STEPS["distill"]], "dataset": dataset, **FAST}
+    started = client.post("/models/served/versions/1/compress", json=body)
+    assert started.status_code == 202, started.text
+    job = wait_job(client, started.json()["job_id"], timeout_s=400)
+    assert job["status"] == "succeeded", job
+    made = job["result"]["version"]
+    model = client.get("/models/served").json()
+    assert (model["default"], model["latest"]) == (1, made)
+    assert _served_by_default(client) == 1
+    moved = client.put("/models/served/aliases/default", json={"version": made})
+    assert moved.status_code == 200, moved.text
+    assert _served_by_default(client) == made
 
 
 def test_chain_keeps_every_step_with_lineage_and_compares(
@@ -218,6 +257,7 @@ def test_evaluate_job_attaches_an_ap_report(server: tuple[httpx.Client, str]) ->
     evaluation = report["evaluation"][dataset]["gt-boxes"]
     assert evaluation["mode"] == "gt-boxes" and 0 <= evaluation["ap"] <= 1
     assert evaluation["n_people"] > 0 and evaluation["n_predictions"] == evaluation["n_people"]
+    assert evaluation["ap_ci"]["low"] <= evaluation["ap"] <= evaluation["ap_ci"]["high"]
     assert set(evaluation["per_keypoint_error_px"]) >= {"nose", "left_ankle"}
 
     detector = client.post(
