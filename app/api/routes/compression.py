@@ -20,6 +20,7 @@ from app.errors import ApiError
 from app.jobs import accepted, enqueue_job
 from app.report_table import compare_rows
 from app.schemas import (
+    BODY_ERRORS,
     CompareRow,
     CompareTable,
     CompressRequest,
@@ -114,7 +115,7 @@ def require_kind(store: Store, version: VersionInfo, *kinds: str) -> None:
     "/versions/{ref}/compress",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 def start_compression(
     name: str,
@@ -142,7 +143,7 @@ def start_compression(
     "/versions/{ref}/evaluate",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 def start_evaluation(
     name: str, ref: str, body: EvaluateRequest, store: StoreDep, celery: CeleryDep
