@@ -28,6 +28,9 @@ def version_number(ref: str | int) -> int | None:
         return None
     digits = ref.lstrip("0") or "0"
     return int(digits) if len(digits) <= 10 else MAX_VERSION_NUMBER + 1
+#: The alias serving uses when no version is given (stored like a user alias; see
+#: :class:`model_store.registry.ModelRegistry`).
+DEFAULT = "default"
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class ModelInfo:
     latest: int | None
     version_count: int
     aliases: dict[str, int] = field(default_factory=dict)
+    default: int | None = None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def register(subparsers: Any) -> None:
         required=True,
         help="dataset directory (annotations.json + images/) or a stored dataset id",
     )
-    parser.add_argument("--model", required=True, help="NAME[:VERSION or alias] [latest]")
+    parser.add_argument("--model", required=True, help="NAME[:VERSION or alias] [default]")
     parser.add_argument(
         "--mode",
         choices=["gt_boxes", "gt-boxes", "detector"],

@@ -244,4 +244,67 @@ def test_jobs_on_models_that_are_not_blazepose_are_refused(
     assert_error_shape(heat.json(), "unsupported_model")
     evaluate = client.post("/models/plain/versions/1/evaluate", json={"dataset": dataset_id})
     assert evaluate.status_code == 422
+    optimize = client.post(
+        "/models/heat/versions/1/optimize", json={"dataset": dataset_id, "min_oks_vs_parent": 0.9}
+    )
+    assert optimize.status_code == 422
+    assert_error_shape(optimize.json(), "unsupported_model")
+    assert client.get("/jobs").json() == []
+
+
+def test_default_prune_and_lowrank_steps_search_a_target_and_carry_a_budget(
+    client: TestClient, tiny: str, dataset_id: str
+) -> None:
+    response = _compress(client, [{"method": "prune"}, {"method": "lowrank"}], dataset_id)
+    assert response.status_code == 202, response.text
+    prune, lowrank = response.json()["params"]["recipe"]
+    assert prune["ratio"] is None and prune["target_macs_ratio"] is None
+    assert lowrank["params_ratio"] is None and lowrank["energy"] is None
+    assert prune["budget"]["on_over_budget"] == "fail"
+    assert prune["budget"]["max_latency_ratio"] == 1.0
+
+    no_limit = {"max_mean_px": None, "min_oks_vs_parent": None}
+    refused = _compress(client, [{"method": "prune", "budget": no_limit}], dataset_id)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "invalid_recipe"
+    assert "searches one within budget" in str(refused.json()["error"]["detail"])
+
+
+def test_optimize_needs_one_target_and_a_labelled_set_for_ap(
+    client: TestClient, tiny: str, dataset_id: str
+) -> None:
+    url = "/models/tiny/versions/1/optimize"
+    for body in (
+        {"dataset": dataset_id},
+        {"dataset": dataset_id, "min_oks_vs_parent": 0.9, "max_ap_loss": 0.02},
+        {"dataset": dataset_id, "max_ap_loss": 0.02},  # no eval_dataset
+    ):
+        refused = client.post(url, json=body)
+        assert refused.status_code == 422, body
+        assert_error_shape(refused.json(), "validation_error")
+    unlabelled = client.post(
+        "/datasets", files={"file": ("u.zip", dataset_zip(with_annotations=False))}
+    )
+    refused = client.post(
+        url,
+        json={"dataset": dataset_id, "eval_dataset": unlabelled.json()["id"], "max_ap_loss": 0.02},
+    )
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "unlabelled_dataset"
+    started = client.post(url, json={"dataset": dataset_id, "min_oks_vs_parent": 0.9})
+    assert started.status_code == 202, started.text
+    assert started.json()["kind"] == "optimize"
+    assert started.json()["params"]["time_budget_s"] == 1800
+
+    table = client.get("/models/tiny/compare", params={"job": started.json()["id"]})
+    assert table.status_code == 409  # the job has not written its table yet
+    assert client.get("/models/tiny/compare").status_code == 422
+
+
+def test_optimize_time_budget_fits_the_time_limit(
+    client: TestClient, tiny: str, dataset_id: str
+) -> None:
+    body = {"dataset": dataset_id, "min_oks_vs_parent": 0.9, "time_budget_s": 3 * 3600}
+    refused = client.post("/models/tiny/versions/1/optimize", json=body)
+    assert refused.status_code == 422
+    assert_error_shape(refused.json(), "invalid_argument")
     assert client.get("/jobs").json() == []

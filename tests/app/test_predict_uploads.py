@@ -168,9 +168,14 @@ def test_generic_onnx_without_pose_manifest_cannot_predict(
 ) -> None:
     content = _heatmap_onnx(tmp_path / "plain.onnx")
     assert _upload(client, "plain", "plain.onnx", content).status_code == 201
-    response = _predict(client, "plain")
+    response = _predict(client, "plain", version="1")
     assert response.status_code == 422
     assert_error_shape(response.json(), "not_servable")
+    # it never becomes the default, so /predict without a version has nothing to serve
+    assert client.get("/models/plain").json()["default"] is None
+    unnamed = _predict(client, "plain")
+    assert unnamed.status_code == 404
+    assert "no default version" in unnamed.json()["error"]["message"]
 
 
 # ----------------------------------------------------------------------------- TFLite
@@ -208,7 +213,7 @@ def test_tiny_tflite_is_converted_to_onnx_and_kept(client: TestClient) -> None:
     model = client.get("/models/tiny-tflite/versions/1/artifact")
     onnx.checker.check_model(onnx.load_from_string(model.content))
     # no pose manifest: stored, but /predict says why it cannot serve it
-    assert _predict(client, "tiny-tflite").status_code == 422
+    assert _predict(client, "tiny-tflite", version="1").status_code == 422
 
 
 @pytest.mark.parametrize(

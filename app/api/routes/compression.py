@@ -3,7 +3,8 @@
 - ``POST /models/{name}/versions/{v}/compress`` (recipe checked before queueing)
 - ``POST /models/{name}/versions/{v}/evaluate``
 - ``GET /models/{name}/versions/{v}/report``
-- ``GET /models/{name}/compare?versions=1,2,3``
+- ``POST /models/{name}/versions/{v}/optimize``
+- ``GET /models/{name}/compare?versions=1,2,3`` / ``?job=<optimize job>``
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from app.schemas import (
     ErrorResponse,
     EvaluateRequest,
     JobPublic,
+    OptimizeRequest,
 )
 from app.settings import Settings
 from model_store import Store, VersionInfo
@@ -140,6 +142,44 @@ def start_compression(
 
 
 @router.post(
+    "/versions/{ref}/optimize",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+def start_optimization(
+    name: str,
+    ref: str,
+    body: OptimizeRequest,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+) -> JSONResponse:
+    """Start an ``optimize`` job: try FP16, INT8, prune, lowrank and their INT8 chains within
+    ``time_budget_s``, each measured against this version; store the Pareto-optimal ones that
+    meet the accuracy target as versions and recommend one. The table: ``GET
+    /models/{name}/compare?job=<job id>``. Poll ``Location``."""
+    parent = store.models.resolve(name, ref)
+    require_kind(store, parent, KIND_BLAZEPOSE)
+    if body.time_budget_s > settings.soft_time_limit:
+        raise ApiError(
+            422,
+            "invalid_argument",
+            f"time_budget_s: at most {settings.soft_time_limit} s on this service "
+            "(TASK_TIME_LIMIT less 60 s)",
+        )
+    store.datasets.get(body.dataset)
+    if body.eval_dataset is not None:
+        evaluation = store.datasets.get(body.eval_dataset)
+        if body.max_ap_loss is not None and not evaluation.has_annotations:
+            raise ApiError(
+                422, "unlabelled_dataset", f"max_ap_loss: dataset {evaluation.id} has no labels"
+            )
+    params = {"model": name, "version": parent.number, **body.model_dump()}
+    return accepted(enqueue_job(store, celery, "optimize", params))
+
+
+@router.post(
     "/versions/{ref}/evaluate",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
@@ -174,12 +214,23 @@ def get_report(name: str, ref: str, store: StoreDep) -> dict[str, Any]:
 def compare_versions(
     name: str,
     store: StoreDep,
-    versions: Annotated[str, Query(description="comma-separated versions, e.g. 1,2,3")],
+    versions: Annotated[
+        str | None, Query(description="comma-separated versions, e.g. 1,2,3")
+    ] = None,
+    job: Annotated[
+        str | None, Query(description="an optimize job: its Pareto table and stored versions")
+    ] = None,
 ) -> CompareTable:
-    """Every report field of each version, flattened, with ratios to the first listed."""
-    refs = [v.strip() for v in versions.split(",") if v.strip()]
+    """Every report field of each version, flattened, with ratios to the first listed; with
+    ``job``, the optimize job's candidate table (``pareto``) and, unless ``versions`` says
+    otherwise, its source version and the versions it stored."""
+    pareto = _optimize_table(store, name, job) if job else None
+    refs = [v.strip() for v in (versions or "").split(",") if v.strip()]
+    if not refs and pareto is not None:
+        stored = [c["version"] for c in pareto["candidates"] if c.get("version")]
+        refs = [str(v) for v in [pareto["parent"]["version"], *stored]]
     if not refs:
-        raise ApiError(422, "invalid_argument", "versions: give at least one version")
+        raise ApiError(422, "invalid_argument", "versions: give at least one version (or job)")
     found = [find_version(store, name, ref) for ref in refs]
     columns, rows = compare_rows([(v.number, v.report) for v in found])
     return CompareTable(
@@ -187,4 +238,17 @@ def compare_versions(
         baseline=found[0].number,
         columns=columns,
         rows=[CompareRow(version=n, fields=f, ratios=r) for n, f, r in rows],
+        pareto=pareto,
     )
+
+
+def _optimize_table(store: Any, name: str, job_id: str) -> dict[str, Any]:
+    """The table an optimize job wrote into its source version's report."""
+    job = store.jobs.get(job_id)
+    if job.kind != "optimize" or job.params.get("model") != name:
+        raise ApiError(404, "not_found", f"job {job_id} is not an optimize job of {name}")
+    source = store.models.get_version(name, int(job.params["version"]))
+    table = (source.report or {}).get("optimize", {}).get(job_id)
+    if table is None:
+        raise ApiError(409, "conflict", f"optimize job {job_id} is {job.status}: no table yet")
+    return dict(table)

@@ -26,24 +26,30 @@ router = APIRouter(
 def store_uploaded_model(
     store: Store, name: str, path: Path, manifest: dict[str, Any] | None
 ) -> VersionInfo:
-    """Inspect the upload (forward pass) and only then store it as a new version. ``path`` is
-    named by the cleaned upload file name, which the recipe records."""
-    from app.serving.uploads import stored_files, stored_manifest, with_architecture
+    """Inspect the upload (forward pass), check it serves the model's task when the name
+    serves keypoints, and only then store it as a new version. ``path`` is named by the
+    cleaned upload file name, which the recipe records."""
+    from app.serving.uploads import (
+        check_serves_model_task,
+        stored_files,
+        stored_manifest,
+        with_architecture,
+    )
 
     manifest = with_architecture(store, manifest)
     info = inspect_upload(path, path.name, manifest)
+    files = stored_files(info, path)
+    kept_manifest = stored_manifest(info, manifest)
+    check_serves_model_task(store, name, files, kept_manifest)
     pending = store.models.create_pending_version(
         name,
         format=info.format,
         recipe={"source": "upload", "filename": path.name},
-        manifest=stored_manifest(info, manifest),
+        manifest=kept_manifest,
     )
     try:
         return store.models.finalize_version(
-            name,
-            pending.number,
-            stored_files(info, path),
-            report={"inspection": info.as_report()},
+            name, pending.number, files, report={"inspection": info.as_report()}
         )
     except Exception as exc:
         store.models.mark_failed(name, pending.number, f"storing the upload failed: {exc}")
