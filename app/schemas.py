@@ -21,6 +21,14 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+#: Answers of any route that reads a body: 400 when it does not parse (malformed JSON or
+#: multipart), 413 past ``MAX_UPLOAD_BYTES``.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+}
+
+
 class ArtifactPublic(BaseModel):
     role: str
     filename: str

@@ -253,6 +253,11 @@ def test_jobs_on_models_that_are_not_blazepose_are_refused(
     assert_error_shape(heat.json(), "unsupported_model")
     evaluate = client.post("/models/plain/versions/1/evaluate", json={"dataset": dataset_id})
     assert evaluate.status_code == 422
+    optimize = client.post(
+        "/models/heat/versions/1/optimize", json={"dataset": dataset_id, "min_oks_vs_parent": 0.9}
+    )
+    assert optimize.status_code == 422
+    assert_error_shape(optimize.json(), "unsupported_model")
     assert client.get("/jobs").json() == []
 
 
@@ -302,3 +307,13 @@ def test_optimize_needs_one_target_and_a_labelled_set_for_ap(
     table = client.get("/models/tiny/compare", params={"job": started.json()["id"]})
     assert table.status_code == 409  # the job has not written its table yet
     assert client.get("/models/tiny/compare").status_code == 422
+
+
+def test_optimize_time_budget_fits_the_time_limit(
+    client: TestClient, tiny: str, dataset_id: str
+) -> None:
+    body = {"dataset": dataset_id, "min_oks_vs_parent": 0.9, "time_budget_s": 3 * 3600}
+    refused = client.post("/models/tiny/versions/1/optimize", json=body)
+    assert refused.status_code == 422
+    assert_error_shape(refused.json(), "invalid_argument")
+    assert client.get("/jobs").json() == []

@@ -21,6 +21,7 @@ from app.errors import ApiError
 from app.jobs import accepted, enqueue_job
 from app.report_table import compare_rows
 from app.schemas import (
+    BODY_ERRORS,
     CompareRow,
     CompareTable,
     CompressRequest,
@@ -116,7 +117,7 @@ def require_kind(store: Store, version: VersionInfo, *kinds: str) -> None:
     "/versions/{ref}/compress",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 def start_compression(
     name: str,
@@ -144,16 +145,29 @@ def start_compression(
     "/versions/{ref}/optimize",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 def start_optimization(
-    name: str, ref: str, body: OptimizeRequest, store: StoreDep, celery: CeleryDep
+    name: str,
+    ref: str,
+    body: OptimizeRequest,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
 ) -> JSONResponse:
     """Start an ``optimize`` job: try FP16, INT8, prune, lowrank and their INT8 chains within
     ``time_budget_s``, each measured against this version; store the Pareto-optimal ones that
     meet the accuracy target as versions and recommend one. The table: ``GET
     /models/{name}/compare?job=<job id>``. Poll ``Location``."""
     parent = store.models.resolve(name, ref)
+    require_kind(store, parent, KIND_BLAZEPOSE)
+    if body.time_budget_s > settings.soft_time_limit:
+        raise ApiError(
+            422,
+            "invalid_argument",
+            f"time_budget_s: at most {settings.soft_time_limit} s on this service "
+            "(TASK_TIME_LIMIT less 60 s)",
+        )
     store.datasets.get(body.dataset)
     if body.eval_dataset is not None:
         evaluation = store.datasets.get(body.eval_dataset)
@@ -169,7 +183,7 @@ def start_optimization(
     "/versions/{ref}/evaluate",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 def start_evaluation(
     name: str, ref: str, body: EvaluateRequest, store: StoreDep, celery: CeleryDep

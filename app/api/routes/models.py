@@ -10,7 +10,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, StoreDep
-from app.schemas import ErrorResponse, ModelPublic, ModelUploaded
+from app.schemas import BODY_ERRORS, ErrorResponse, ModelPublic, ModelUploaded
 from app.uploads import parse_json_field, saved_upload
 from model_store import Store, VersionInfo
 from model_store.registry import check_name
@@ -60,7 +60,7 @@ def store_uploaded_model(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelUploaded,
-    responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}},
 )
 async def upload_model(
     store: StoreDep,

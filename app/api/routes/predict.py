@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, StoreDep
 from app.errors import ApiError, error_fields
-from app.schemas import ErrorBody, ErrorResponse
+from app.schemas import BODY_ERRORS, ErrorBody, ErrorResponse
 from app.serving.images import decode_image
 from app.serving.predictor import Prediction, Predictor
 from app.serving.schemas import BatchItem, BatchPredictionPublic, ImageSize, PredictionPublic
@@ -31,9 +31,9 @@ from pose_core.inference.assemble import ManifestError
 router = APIRouter(
     tags=["predict"],
     responses={
+        **BODY_ERRORS,
         401: {"model": ErrorResponse},
         404: {"model": ErrorResponse},
-        413: {"model": ErrorResponse},
         415: {"model": ErrorResponse},
         422: {"model": ErrorResponse},
         503: {"model": ErrorResponse},

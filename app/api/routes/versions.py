@@ -10,7 +10,14 @@ from fastapi.responses import FileResponse, JSONResponse
 
 from app.api.deps import CeleryDep, StoreDep
 from app.jobs import accepted, enqueue_job
-from app.schemas import AliasUpdate, ErrorResponse, ExportRequest, JobPublic, VersionPublic
+from app.schemas import (
+    BODY_ERRORS,
+    AliasUpdate,
+    ErrorResponse,
+    ExportRequest,
+    JobPublic,
+    VersionPublic,
+)
 from model_store import Store, VersionInfo
 from model_store.artifacts import Blob
 from model_store.records import version_number
@@ -79,7 +86,9 @@ def list_aliases(name: str, store: StoreDep) -> dict[str, int]:
 
 
 @router.put(
-    "/aliases/{alias}", response_model=VersionPublic, responses={409: {"model": ErrorResponse}}
+    "/aliases/{alias}",
+    response_model=VersionPublic,
+    responses={**BODY_ERRORS, 409: {"model": ErrorResponse}},
 )
 def set_alias(name: str, alias: str, body: AliasUpdate, store: StoreDep) -> VersionPublic:
     """Create or move ``alias`` to a ready version (``latest`` is automatic)."""
@@ -101,7 +110,7 @@ def delete_alias(name: str, alias: str, store: StoreDep) -> Response:
     "/versions/{ref}/export",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={503: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 503: {"model": ErrorResponse}},
 )
 def start_export(
     name: str, ref: str, store: StoreDep, celery: CeleryDep, body: ExportRequest | None = None
