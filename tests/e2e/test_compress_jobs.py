@@ -407,7 +407,7 @@ def test_optimize_stores_the_pareto_front_and_recommends(
         "dataset": dataset,
         "min_oks_vs_parent": 0.01,
         "objective": "size",
-        "time_budget_s": 40,
+        "time_budget_s": 150,
         **FAST,
     }
     started = client.post("/models/tiny/versions/1/optimize", json=body)
@@ -419,7 +419,7 @@ def test_optimize_stores_the_pareto_front_and_recommends(
     names = [c["name"] for c in pareto["candidates"]]
     assert names[:2] == ["fp16", "int8"] and "prune" in names
     measured = [c for c in pareto["candidates"] if "latency_ratio" in c]
-    assert len(measured) >= 2
+    assert len(measured) >= 2, pareto["candidates"]
     front = [c for c in measured if c["pareto"]]
     assert front, pareto
     for row in front:  # nothing measured dominates a front row
