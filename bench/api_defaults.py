@@ -151,6 +151,7 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=3 * 3600, help="per recipe")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     names = [n.strip() for n in args.recipes.split(",") if n.strip()]
     unknown = sorted(set(names) - set(RECIPES))
     if unknown:

@@ -198,6 +198,7 @@ def measure_result(
         source_torch=source,
         accuracy_fn=accuracy,
         latency_rounds=latency_rounds,
+        max_fidelity_crops=len(held_out),
         candidate_onnx=onnx_bytes,
         parent_onnx=parent_onnx,
         fidelity_held_out=True,

@@ -125,9 +125,12 @@ def over_budget_message(step: int, method: str, check: Mapping[str, Any]) -> str
         and any(o.startswith("latency") == (kind == "latency") for o in check["over"])
     ]
     held = check["held_out"]
+    measured = ", ".join(
+        f"{key} {value:.3f}" for key, value in check["measured"].items() if value is not None
+    )
     return (
         f"step {step} ({method}) is over its budget on {held['n_crops']} held-out crops "
-        f"({held['n_images']} images): {'; '.join(check['over'])}. "
+        f"({held['n_images']} images): {'; '.join(check['over'])} (measured {measured}). "
         + " ".join(f"To fix: {h}." for h in hints)
         + ' Or set budget.on_over_budget to "keep" to store it marked over budget.'
     )

@@ -7,7 +7,8 @@ Every candidate is measured against ``model`` on the held-out crops (fidelity, l
 by its ONNX size and, when ``accuracy`` is given, by AP on the labelled eval dataset. A
 candidate is on the Pareto front when no other point (the parent included) is at least as good
 on the objective and on accuracy and better on one; the recommendation is the best objective
-among the candidates that meet the target and are not slower than the parent.
+among the candidates that meet the target and are not slower than the parent (within the
+measured noise).
 """
 
 from __future__ import annotations
@@ -150,6 +151,7 @@ def optimize(
             "size_ratio": len(onnx) / len(parent_onnx),
             "oks_vs_parent": measured["oks_vs_parent"],
             "mean_px": measured["mean_px"],
+            "latency_noise": measured["latency_noise"],
             "ap": accuracy(onnx) if accuracy is not None else None,
             "wall_time_s": round(time.monotonic() - started, 1),
         }
@@ -191,8 +193,8 @@ def _mark(rows: list[dict[str, Any]], parent: dict[str, Any], target: OptimizeTa
         else:
             oks = target.min_oks_vs_parent if target.min_oks_vs_parent is not None else 0.0
             row["meets_target"] = row["oks_vs_parent"] >= oks
-        tolerance = Budget().latency_tolerance
-        row["meets_target"] = bool(row["meets_target"] and row["latency_ratio"] <= 1 + tolerance)
+        noise = max(Budget().latency_tolerance, float(row.get("latency_noise") or 0.0))
+        row["meets_target"] = bool(row["meets_target"] and row["latency_ratio"] <= 1 + noise)
     eligible = [r for r in rows if r["meets_target"] and r["pareto"]]
     if eligible:
         min(eligible, key=lambda r: (r[key], -_accuracy_of(r, target)))["recommended"] = True

@@ -442,7 +442,14 @@ def test_optimize_stores_the_pareto_front_and_recommends(
     server: tuple[httpx.Client, str], tmp_path: Path
 ) -> None:
     client, dataset = server
-    body = {"dataset": dataset, "min_oks_vs_parent": 0.01, "time_budget_s": 40, **FAST}
+    # size: FP16 halves it at OKS ~1, so the parent cannot dominate every candidate
+    body = {
+        "dataset": dataset,
+        "min_oks_vs_parent": 0.01,
+        "objective": "size",
+        "time_budget_s": 150,
+        **FAST,
+    }
     started = client.post("/models/tiny/versions/1/optimize", json=body)
     assert started.status_code == 202, started.text
     job = wait_job(client, started.json()["job_id"], timeout_s=600)
@@ -452,12 +459,12 @@ def test_optimize_stores_the_pareto_front_and_recommends(
     names = [c["name"] for c in pareto["candidates"]]
     assert names[:2] == ["fp16", "int8"] and "prune" in names
     measured = [c for c in pareto["candidates"] if "latency_ratio" in c]
-    assert len(measured) >= 2
+    assert len(measured) >= 2, pareto["candidates"]
     front = [c for c in measured if c["pareto"]]
     assert front, pareto
     for row in front:  # nothing measured dominates a front row
         assert not any(
-            o["latency_ratio"] < row["latency_ratio"] and o["oks_vs_parent"] > row["oks_vs_parent"]
+            o["size_ratio"] < row["size_ratio"] and o["oks_vs_parent"] > row["oks_vs_parent"]
             for o in measured
         )
     stored = [c["version"] for c in measured if c.get("version")]
