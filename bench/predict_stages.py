@@ -4,12 +4,13 @@ Runs the serving path without HTTP (``app.serving`` decoding + ``Predictor`` on 
 store holding the built-in ``blazepose-full``) over a folder of photos, with 1 and 8 client
 threads, detector tiled and single. Every ONNX Runtime call is timed, and its input shape
 recorded; the floor replays exactly those calls (same batch shapes, same sessions, same
-number of client threads) with nothing else around them. Pipeline and floor passes alternate
+number of client threads and inference slots) on the same inputs, with nothing else around
+them. Pipeline and floor passes alternate
 round by round (this machine drifts). Prints, per mode and client count, p50 / p95 of each
-stage (``decode``, ``detect``, ``landmarks``, ``models``, ``total``), the overhead share
-(``1 - models / total`` over all requests) and the ratio of the pipeline's p50 to the floor's
-p50. ``--ap`` also prints COCO AP of the same pipeline in detector mode (tiled, as
-``posecompress eval --mode detector``).
+stage (``queue``, ``decode``, ``detect``, ``landmarks``, ``models``, ``total``), the overhead
+share (``1 - models / (total - queue)`` over all requests: waiting for a slot is not overhead)
+and the ratio of the pipeline's p50 total to the floor's. ``--ap`` also prints COCO AP of the
+same pipeline in detector mode (tiled, as ``posecompress eval --mode detector``).
 
     python bench/predict_stages.py --images ../shared/data/dev/images --rounds 3 --ap
 """
@@ -17,6 +18,7 @@ p50. ``--ap`` also prints COCO AP of the same pipeline in detector mode (tiled, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import statistics
 import sys
@@ -54,11 +56,11 @@ class ModelClock:
         self.local.seconds = 0.0
         self.local.calls = []
 
-    def add(self, runner: OnnxRunner, shape: tuple[int, ...], seconds: float) -> None:
+    def add(self, runner: OnnxRunner, batch: np.ndarray, seconds: float) -> None:
         self.local.seconds += seconds
-        self.local.calls.append((runner, shape))
+        self.local.calls.append((runner, batch))
 
-    def stop(self) -> tuple[float, list[tuple[OnnxRunner, tuple[int, ...]]]]:
+    def stop(self) -> tuple[float, list[tuple[OnnxRunner, np.ndarray]]]:
         return self.local.seconds, self.local.calls
 
 
@@ -72,7 +74,7 @@ class TimedRunner:
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
         start = time.perf_counter()
         outputs = self.runner(batch)
-        self.clock.add(self.runner, tuple(batch.shape), time.perf_counter() - start)
+        self.clock.add(self.runner, batch, time.perf_counter() - start)
         return outputs
 
     def __getattr__(self, name: str) -> object:
@@ -93,7 +95,7 @@ class TimedPredictor(Predictor):
 @dataclass(frozen=True)
 class Request:
     stages: dict[str, float]
-    calls: list[tuple[OnnxRunner, tuple[int, ...]]]
+    calls: list[tuple[OnnxRunner, np.ndarray]]
 
 
 def serve_one(
@@ -125,12 +127,14 @@ def serve_one(
     return Request(stages, calls)
 
 
-def replay_floor(calls: list[tuple[OnnxRunner, tuple[int, ...]]]) -> float:
-    """Seconds to make the same model calls on zero inputs, nothing else."""
-    inputs = [(runner, np.zeros(shape, dtype=np.float32)) for runner, shape in calls]
+def replay_floor(
+    calls: list[tuple[OnnxRunner, np.ndarray]], slots: contextlib.AbstractContextManager | None
+) -> float:
+    """Seconds to make the same model calls again (in a slot, as the request), nothing else."""
     start = time.perf_counter()
-    for runner, batch in inputs:
-        runner(batch)
+    with slots or contextlib.nullcontext():
+        for runner, batch in calls:
+            runner(batch)
     return time.perf_counter() - start
 
 
@@ -149,7 +153,7 @@ def report(label: str, requests: list[Request], floor: list[float]) -> None:
         values = [r.stages[stage] for r in requests if stage in r.stages]
         if values:
             cells.append(f"{stage} {percentile(values, 50):.1f}/{percentile(values, 95):.1f}")
-    total = sum(r.stages["total"] for r in requests)
+    total = sum(r.stages["total"] - r.stages.get("queue", 0.0) for r in requests)
     models = sum(r.stages["models"] for r in requests)
     pipeline_p50 = statistics.median(r.stages["total"] for r in requests)
     floor_p50 = statistics.median(floor)
@@ -191,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             store, threads=threads, cache_size=settings.session_cache_size, clock=clock
         )
         served = predictor.served_version("blazepose-full", "latest")
+        slot_count = getattr(predictor, "slots", None)  # main before issue 10 had no slots
+        slots = None
+        if slot_count:
+            from app.serving.slots import FairSlots
+
+            slots = FairSlots(slot_count)
         for detector in detectors:  # warm-up: sessions and allocator
             serve_one(predictor, served, payloads[0], detector == "tiled")
         results: dict[str, tuple[list[Request], list[float]]] = {}
@@ -205,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                     done = run_clients(jobs, count)
                     requests.extend(done)  # type: ignore[arg-type]
-                    floors = [lambda c=r.calls: replay_floor(c) for r in done]  # type: ignore[attr-defined]
+                    floors = [lambda c=r.calls: replay_floor(c, slots) for r in done]  # type: ignore[attr-defined]
                     floor.extend(run_clients(floors, count))  # type: ignore[arg-type]
         print(
             f"{len(photos)} photos from {args.images}, {args.rounds} rounds, ORT threads {threads}"

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 
 from app.serving.images import DecodedImage, decode_image
+from app.serving.slots import FairSlots
 from model_store import NotFoundError, Store
 from model_store.artifacts import Blob
 from model_store.lineage import ServedVersion, resolve_served
@@ -55,9 +55,9 @@ class Predictor:
     """Runs any servable ready version of the store on images (thread-safe).
 
     At most ``slots`` images (default :func:`default_inference_slots`) are decoded and run at
-    once; further requests wait their turn. More would only oversubscribe the cores (each
-    ONNX Runtime call already uses ``threads`` of them) and hold more decoded images and
-    model activations in memory.
+    once; further requests wait their turn, first come first served. More would only
+    oversubscribe the cores (each ONNX Runtime call already uses ``threads`` of them) and hold
+    more decoded images and model activations in memory.
     """
 
     def __init__(
@@ -66,7 +66,7 @@ class Predictor:
         self.store = store
         self.sessions = SessionCache(cache_size * 2, threads)  # a model and its detector
         self.slots = slots or default_inference_slots(threads)
-        self._slots = threading.BoundedSemaphore(self.slots)
+        self._slots = FairSlots(self.slots)
 
     # ----------------------------------------------------------------- lookup
     def served_version(self, model: str, ref: str | int) -> ServedVersion:
