@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from app.serving.images import DecodedImage, decode_image
+from app.serving.malloc import limit_malloc_arenas
 from app.serving.slots import FairSlots
 from model_store import NotFoundError, Store
 from model_store.artifacts import Blob
@@ -57,7 +58,8 @@ class Predictor:
     At most ``slots`` images (default :func:`default_inference_slots`) are decoded and run at
     once; further requests wait their turn, first come first served. More would only
     oversubscribe the cores (each ONNX Runtime call already uses ``threads`` of them) and hold
-    more decoded images and model activations in memory.
+    more decoded images and model activations in memory. The process's malloc arenas are
+    limited to ``slots`` (:func:`~app.serving.malloc.limit_malloc_arenas`).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class Predictor:
         self.sessions = SessionCache(cache_size * 2, threads)  # a model and its detector
         self.slots = slots or default_inference_slots(threads)
         self._slots = FairSlots(self.slots)
+        limit_malloc_arenas(self.slots)
 
     # ----------------------------------------------------------------- lookup
     def served_version(self, model: str, ref: str | int) -> ServedVersion:

@@ -67,3 +67,9 @@ def test_at_most_count_hold_a_slot() -> None:
 def test_count_must_be_positive() -> None:
     with pytest.raises(ValueError):
         FairSlots(0)
+
+
+def test_malloc_arenas_can_be_limited() -> None:
+    from app.serving.malloc import limit_malloc_arenas
+
+    assert limit_malloc_arenas(2) is True  # glibc (Linux CI)
