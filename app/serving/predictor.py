@@ -12,11 +12,13 @@ What a version serves with (manifest and detector inherited through its lineage)
 from __future__ import annotations
 
 import logging
-import threading
+import os
 import time
 from dataclasses import dataclass, field
 
-from app.serving.images import DecodedImage
+from app.serving.images import DecodedImage, decode_image
+from app.serving.malloc import limit_malloc_arenas
+from app.serving.slots import FairSlots
 from model_store import NotFoundError, Store
 from model_store.artifacts import Blob
 from model_store.lineage import ServedVersion, resolve_served
@@ -38,18 +40,36 @@ class Prediction:
     height: int
     people: list[PersonPose]
     timings: dict[str, float] = field(default_factory=dict)
-    """Seconds per stage: ``detect``, ``landmarks``, ``total`` (and ``decode`` when the
-    caller adds it)."""
+    """Seconds per stage: ``detect``, ``landmarks``, ``total`` (and ``queue``, ``decode`` from
+    :meth:`Predictor.predict_bytes`)."""
     image: DecodedImage | None = None
 
 
-class Predictor:
-    """Runs any servable ready version of the store on decoded images (thread-safe)."""
+def default_inference_slots(threads: int) -> int:
+    """Images decoded and run at once: enough ONNX Runtime threads for every core, plus one
+    image whose decoding and crops fill the gaps between another's model calls."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // threads) + 1
 
-    def __init__(self, store: Store, *, threads: int, cache_size: int) -> None:
+
+class Predictor:
+    """Runs any servable ready version of the store on images (thread-safe).
+
+    At most ``slots`` images (default :func:`default_inference_slots`) are decoded and run at
+    once; further requests wait their turn, first come first served. More would only
+    oversubscribe the cores (each ONNX Runtime call already uses ``threads`` of them) and hold
+    more decoded images and model activations in memory. The process's malloc arenas are
+    limited to ``slots`` (:func:`~app.serving.malloc.limit_malloc_arenas`).
+    """
+
+    def __init__(
+        self, store: Store, *, threads: int, cache_size: int, slots: int | None = None
+    ) -> None:
         self.store = store
         self.sessions = SessionCache(cache_size * 2, threads)  # a model and its detector
-        self._lock = threading.Lock()
+        self.slots = slots or default_inference_slots(threads)
+        self._slots = FairSlots(self.slots)
+        limit_malloc_arenas(self.slots)
 
     # ----------------------------------------------------------------- lookup
     def served_version(self, model: str, ref: str | int) -> ServedVersion:
@@ -88,6 +108,33 @@ class Predictor:
     def keypoint_model(self, served: ServedVersion) -> KeypointModel:
         """The version's keypoint model alone (top-down use: person boxes given)."""
         return assemble.keypoint_model(served.manifest, self.runner(served.model_blob))
+
+    def predict_bytes(
+        self,
+        served: ServedVersion,
+        data: bytes,
+        *,
+        max_bytes: int,
+        max_pixels: int,
+        max_people: int,
+        min_score: float,
+        tiled: bool = True,
+    ) -> Prediction:
+        """Decode an uploaded photo and predict, in one of the inference slots (blocking).
+
+        Raises:
+            ApiError: the image is refused (see :func:`~app.serving.images.decode_image`).
+        """
+        start = time.perf_counter()
+        with self._slots:
+            admitted = time.perf_counter()
+            image = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+            decoded = time.perf_counter()
+            prediction = self.predict(served, image, max_people, min_score, tiled)
+        prediction.timings.update(
+            queue=admitted - start, decode=decoded - admitted, total=time.perf_counter() - start
+        )
+        return prediction
 
     def predict(
         self,

@@ -2,13 +2,17 @@
 
 Coordinates are continuous: pixel ``i`` covers ``[i, i + 1)``, so its centre is ``i + 0.5``.
 A crop is described by a :class:`CropRect` (centre, size, rotation in image pixels) and is
-sampled to ``out_w x out_h`` pixels with bilinear interpolation; samples outside the image
-are zero (black), as MediaPipe's ImageToTensor does with its zero border mode.
+sampled to ``out_w x out_h`` pixels with bilinear interpolation (OpenCV's ``warpAffine``, as
+MediaPipe's CPU ImageToTensor); samples outside the image are zero (black), as MediaPipe's
+zero border mode.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
 
@@ -55,42 +59,88 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([linear_inv, (-linear_inv @ matrix[:, 2])[:, None]], axis=1)
 
 
-def warp_crop(image: np.ndarray, rect: CropRect, out_w: int, out_h: int) -> np.ndarray:
-    """Sample ``rect`` out of ``image`` with bilinear interpolation.
+def sampling_matrix(rect: CropRect, out_w: int, out_h: int) -> np.ndarray:
+    """The 2x3 matrix mapping output pixel indices to source pixel indices (index space:
+    pixel ``i`` at ``i``), i.e. :func:`crop_to_image_matrix` between pixel centres."""
+    matrix = crop_to_image_matrix(rect, out_w, out_h)
+    sampling = matrix.copy()
+    sampling[:, 2] = matrix[:, :2] @ np.array([0.5, 0.5]) + matrix[:, 2] - 0.5
+    return sampling
+
+
+@lru_cache(maxsize=1)
+def _opencv() -> ModuleType:
+    """OpenCV, imported on first use, its own thread pool off: one crop is too small to
+    split, and the callers run concurrently with ONNX Runtime's threads."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    return cv2
+
+
+def _footprint(sampling: np.ndarray, out_w: int, out_h: int, width: int, height: int) -> tuple:
+    """Index-space bounds ``x0, y0, x1, y1`` of the source pixels bilinear sampling reads,
+    clipped to the image (empty when x0 >= x1 or y0 >= y1)."""
+    corners = apply_affine(
+        sampling,
+        np.array(
+            [[0, 0], [out_w - 1, 0], [0, out_h - 1], [out_w - 1, out_h - 1]], dtype=np.float64
+        ),
+    )
+    low = np.floor(corners.min(axis=0)).astype(int)
+    high = np.floor(corners.max(axis=0)).astype(int) + 2  # the right / lower taps, exclusive
+    return (max(low[0], 0), max(low[1], 0), min(high[0], width), min(high[1], height))
+
+
+def warp_crops(image: np.ndarray, rects: Sequence[CropRect], out_w: int, out_h: int) -> np.ndarray:
+    """Sample every rect of ``rects`` out of ``image`` with bilinear interpolation.
+
+    Only the part of the image a crop reads is converted to float32, so the samples are not
+    rounded back to the image's integers (the landmark model moves by up to pixels for such
+    rounding).
 
     Args:
         image: (H, W, C) array (uint8 or float), RGB.
-        rect: the region to crop, in image pixels.
+        rects: the regions to crop, in image pixels.
         out_w, out_h: output size in pixels.
 
     Returns:
-        (out_h, out_w, C) float32 array in the input's value range; zero outside the image.
+        (N, out_h, out_w, C) float32 in the input's value range; zero outside the image.
     """
-    matrix = crop_to_image_matrix(rect, out_w, out_h)
-    ys, xs = np.meshgrid(np.arange(out_h) + 0.5, np.arange(out_w) + 0.5, indexing="ij")
-    grid = np.stack([xs, ys], axis=-1)
-    src = apply_affine(matrix, grid) - 0.5  # continuous -> index space
-    return _bilinear_sample(np.asarray(image), src[..., 0], src[..., 1])
+    cv2 = _opencv()
+    image = np.asarray(image)
+    height, width, channels = image.shape
+    crops = np.zeros((len(rects), out_h, out_w, channels), dtype=np.float32)
+    for i, rect in enumerate(rects):
+        sampling = sampling_matrix(rect, out_w, out_h)
+        x0, y0, x1, y1 = _footprint(sampling, out_w, out_h, width, height)
+        if x0 >= x1 or y0 >= y1:
+            continue  # wholly outside: black
+        region = np.ascontiguousarray(image[y0:y1, x0:x1], dtype=np.float32)
+        sampling[:, 2] -= (x0, y0)
+        cv2.warpAffine(
+            region,
+            sampling,
+            (out_w, out_h),
+            dst=crops[i],
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
+    return crops
 
 
-def _bilinear_sample(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bilinear sample of (H, W, C) ``image`` at index-space ``x``, ``y`` of shape (h, w).
+def warp_crop(image: np.ndarray, rect: CropRect, out_w: int, out_h: int) -> np.ndarray:
+    """One crop of :func:`warp_crops`: (out_h, out_w, C) float32."""
+    return warp_crops(image, [rect], out_w, out_h)[0]
 
-    Taps outside the image read zero. Only the sampled pixels are converted to float32.
-    """
-    height, width = image.shape[:2]
-    flat = image.reshape(height * width, -1)
-    x0 = np.floor(x).astype(np.int64)
-    y0 = np.floor(y).astype(np.int64)
-    fx = (x - x0).astype(np.float32)[..., None]
-    fy = (y - y0).astype(np.float32)[..., None]
 
-    def tap(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-        index = np.clip(yy, 0, height - 1) * width + np.clip(xx, 0, width - 1)
-        values = np.take(flat, index, axis=0).astype(np.float32)
-        inside = (xx >= 0) & (xx < width) & (yy >= 0) & (yy < height)
-        return values * inside[..., None]
-
-    top = tap(y0, x0) * (1 - fx) + tap(y0, x0 + 1) * fx
-    bottom = tap(y0 + 1, x0) * (1 - fx) + tap(y0 + 1, x0 + 1) * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+def crops_to_batch(
+    crops: np.ndarray, scale: float | np.ndarray, offset: float | np.ndarray
+) -> np.ndarray:
+    """(N, H, W, C) crops -> (N, C, H, W) float32 model batch ``crops * scale + offset``
+    (``scale`` and ``offset`` scalars or broadcastable to (1, C, 1, 1)), in one pass."""
+    batch = np.empty((crops.shape[0], crops.shape[3], *crops.shape[1:3]), dtype=np.float32)
+    np.multiply(crops.transpose(0, 3, 1, 2), np.asarray(scale, dtype=np.float32), out=batch)
+    batch += np.asarray(offset, dtype=np.float32)
+    return batch

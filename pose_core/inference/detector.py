@@ -14,7 +14,13 @@ from functools import lru_cache
 import numpy as np
 
 from pose_core.inference.anchors import generate_anchors
-from pose_core.inference.crop import CropRect, apply_affine, crop_to_image_matrix, warp_crop
+from pose_core.inference.crop import (
+    CropRect,
+    apply_affine,
+    crop_to_image_matrix,
+    crops_to_batch,
+    warp_crops,
+)
 from pose_core.inference.types import Runner, sigmoid
 
 DETECTOR_INPUT_SIZE = 224
@@ -111,11 +117,7 @@ def preprocess_detector(image: np.ndarray, windows: Sequence[CropRect]) -> np.nd
         zero border.
     """
     size = DETECTOR_INPUT_SIZE
-    batch = np.empty((len(windows), 3, size, size), dtype=np.float32)
-    for i, window in enumerate(windows):
-        crop = warp_crop(image, window, size, size)
-        batch[i] = (crop * np.float32(2.0 / 255.0) - np.float32(1.0)).transpose(2, 0, 1)
-    return batch
+    return crops_to_batch(warp_crops(image, windows, size, size), 2.0 / 255.0, -1.0)
 
 
 def decode_detections(
@@ -152,16 +154,13 @@ def decode_detections(
     return Detections(boxes, keypoints, scores[keep])
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (4,) xmin, ymin, xmax, ymax box with (M, 4) boxes; 0 where disjoint."""
-    ix0 = np.maximum(box[0], boxes[:, 0])
-    iy0 = np.maximum(box[1], boxes[:, 1])
-    ix1 = np.minimum(box[2], boxes[:, 2])
-    iy1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(ix1 - ix0, 0.0, None) * np.clip(iy1 - iy0, 0.0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
+def pairwise_iou(boxes: np.ndarray) -> np.ndarray:
+    """(M, M) IoU of (M, 4) xmin, ymin, xmax, ymax boxes with each other; 0 where disjoint."""
+    low = np.maximum(boxes[:, None, :2], boxes[None, :, :2])
+    high = np.minimum(boxes[:, None, 2:], boxes[None, :, 2:])
+    inter = np.prod(np.clip(high - low, 0.0, None), axis=-1)
+    areas = np.prod(boxes[:, 2:] - boxes[:, :2], axis=-1)
+    union = areas[:, None] + areas[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
@@ -176,22 +175,29 @@ def weighted_nms(detections: Detections, iou_threshold: float = DEFAULT_NMS_IOU)
     Returns:
         The merged detections, sorted by score.
     """
-    remaining = np.arange(len(detections))
-    boxes, points, scores = [], [], []
-    while remaining.size:
-        best = remaining[0]
-        overlap = box_iou(detections.boxes[best], detections.boxes[remaining]) > iou_threshold
-        overlap[0] = True
-        group = remaining[overlap]
-        weights = detections.scores[group]
-        total = float(weights.sum())
-        boxes.append((detections.boxes[group] * weights[:, None]).sum(axis=0) / total)
-        points.append((detections.keypoints[group] * weights[:, None, None]).sum(axis=0) / total)
-        scores.append(detections.scores[best])
-        remaining = remaining[~overlap]
-    if not scores:
+    count = len(detections)
+    if count == 0:
         return detections
-    return Detections(np.stack(boxes), np.stack(points), np.asarray(scores, dtype=np.float64))
+    overlaps = pairwise_iou(detections.boxes) > iou_threshold
+    remaining = np.ones(count, dtype=bool)
+    weights = []  # one row per group: each member's score, 0 elsewhere
+    leaders = []
+    while remaining.any():
+        best = int(np.argmax(remaining))
+        group = remaining & overlaps[best]
+        group[best] = True
+        weights.append(np.where(group, detections.scores, 0.0))
+        leaders.append(best)
+        remaining &= ~group
+    matrix = np.stack(weights)
+    matrix /= matrix.sum(axis=1, keepdims=True)
+    boxes = matrix @ detections.boxes
+    points = np.einsum("gm,mkd->gkd", matrix, detections.keypoints)
+    return Detections(boxes, points, detections.scores[leaders])
+
+
+def _no_detections() -> Detections:
+    return Detections(np.zeros((0, 4)), np.zeros((0, NUM_DETECTOR_KEYPOINTS, 2)), np.zeros(0))
 
 
 def detections_to_image(detections: Detections, letterbox: CropRect) -> Detections:
@@ -217,15 +223,13 @@ def merge_windows(detections: Sequence[Detections], same_person: float = SAME_PE
         np.concatenate([d.scores.reshape(-1) for d in detections]),
     )
     order = np.argsort(-merged.scores, kind="stable")
-    radius = np.linalg.norm(merged.keypoints[:, 1] - merged.keypoints[:, 0], axis=1)
+    centres = merged.keypoints[:, 0]
+    radius = np.linalg.norm(merged.keypoints[:, 1] - centres, axis=1)
+    distance = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    duplicate = distance < same_person * np.maximum(radius[:, None], radius[None])
     kept: list[int] = []
     for i in order:
-        centre = merged.keypoints[i, 0]
-        if all(
-            np.linalg.norm(centre - merged.keypoints[k, 0])
-            >= same_person * max(radius[i], radius[k])
-            for k in kept
-        ):
+        if not duplicate[i, kept].any():
             kept.append(int(i))
     return merged.take(np.asarray(kept, dtype=np.int64))
 
@@ -248,8 +252,24 @@ def detect_people(
     windows = detection_windows(image.shape[1], image.shape[0], tile_fraction)
     outputs = runner(preprocess_detector(image, windows))
     regressors, logits = np.asarray(outputs[0]), np.asarray(outputs[1])
-    found = []
-    for i, window in enumerate(windows):
-        decoded = decode_detections(regressors[i], logits[i], pose_anchors(), min_score)
-        found.append(detections_to_image(weighted_nms(decoded, iou_threshold), window))
-    return found[0] if len(found) == 1 else merge_windows(found)
+    # score >= min_score <=> logit >= logit(min_score): windows without a candidate are skipped
+    threshold = np.log(min_score / (1.0 - min_score)) if 0.0 < min_score < 1.0 else None
+    hit = (
+        (logits.reshape(len(windows), -1) >= threshold).any(axis=1)
+        if threshold is not None
+        else np.ones(len(windows), dtype=bool)
+    )
+    found = [
+        detections_to_image(
+            weighted_nms(
+                decode_detections(regressors[i], logits[i], pose_anchors(), min_score),
+                iou_threshold,
+            ),
+            window,
+        )
+        for i, window in enumerate(windows)
+        if hit[i]
+    ]
+    if not found:
+        return _no_detections()
+    return found[0] if len(windows) == 1 else merge_windows(found)

@@ -14,7 +14,13 @@ from typing import Literal
 
 import numpy as np
 
-from pose_core.inference.crop import CropRect, apply_affine, crop_to_image_matrix, warp_crop
+from pose_core.inference.crop import (
+    CropRect,
+    apply_affine,
+    crop_to_image_matrix,
+    crops_to_batch,
+    warp_crops,
+)
 from pose_core.inference.types import PersonPose, Runner, keypoints_box
 from pose_core.keypoints import COCO17_NAMES
 
@@ -140,15 +146,14 @@ class HeatmapModel:
         """(H, W, 3) uint8 RGB and N rects -> (N, 3, input_h, input_w) float32 batch and
         (N, 2, 3) crop-to-image matrices (rects enlarged to the input aspect ratio)."""
         width, height = self.input_size
-        batch = np.empty((len(rects), 3, height, width), dtype=np.float32)
-        matrices = np.empty((len(rects), 2, 3), dtype=np.float64)
-        for i, rect in enumerate(rects):
-            fitted = fit_rect_to_aspect(rect, width, height)
-            crop = warp_crop(image, fitted, width, height).transpose(2, 0, 1) / np.float32(255.0)
-            if self.channel_order == "bgr":
-                crop = crop[::-1]
-            batch[i] = (crop - self.mean) / self.std
-            matrices[i] = crop_to_image_matrix(fitted, width, height)
+        fitted = [fit_rect_to_aspect(rect, width, height) for rect in rects]
+        crops = warp_crops(image, fitted, width, height)
+        if self.channel_order == "bgr":
+            crops = crops[..., ::-1]
+        # (pixel / 255 - mean) / std as one multiply-add
+        batch = crops_to_batch(crops, 1.0 / (255.0 * self.std), -self.mean / self.std)
+        matrices = np.stack([crop_to_image_matrix(rect, width, height) for rect in fitted])
+        matrices = matrices.reshape(len(rects), 2, 3)
         return batch, matrices
 
     def postprocess(

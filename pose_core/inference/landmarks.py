@@ -12,7 +12,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pose_core.inference.crop import CropRect, apply_affine, crop_to_image_matrix, warp_crop
+from pose_core.inference.crop import (
+    CropRect,
+    apply_affine,
+    crop_to_image_matrix,
+    crops_to_batch,
+    warp_crops,
+)
 from pose_core.inference.types import PersonPose, Runner, keypoints_box, sigmoid
 from pose_core.keypoints import BLAZEPOSE33_TO_COCO17, BLAZEPOSE_NUM_LANDMARKS
 
@@ -37,12 +43,9 @@ def preprocess_crops(
     Returns:
         (N, 3, size, size) float32 RGB in [0, 1], and (N, 2, 3) crop-to-image affine matrices.
     """
-    batch = np.empty((len(rects), 3, size, size), dtype=np.float32)
-    matrices = np.empty((len(rects), 2, 3), dtype=np.float64)
-    for i, rect in enumerate(rects):
-        batch[i] = warp_crop(image, rect, size, size).transpose(2, 0, 1) * np.float32(1.0 / 255.0)
-        matrices[i] = crop_to_image_matrix(rect, size, size)
-    return batch, matrices
+    batch = crops_to_batch(warp_crops(image, rects, size, size), 1.0 / 255.0, 0.0)
+    matrices = np.stack([crop_to_image_matrix(rect, size, size) for rect in rects])
+    return batch, matrices.reshape(len(rects), 2, 3)
 
 
 def heatmap_nchw(heatmap: np.ndarray) -> np.ndarray | None:

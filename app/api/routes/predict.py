@@ -17,7 +17,6 @@ from fastapi.concurrency import run_in_threadpool
 from app.api.deps import SettingsDep, StoreDep
 from app.errors import ApiError, error_fields
 from app.schemas import BODY_ERRORS, ErrorBody, ErrorResponse
-from app.serving.images import decode_image
 from app.serving.predictor import Prediction, Predictor
 from app.serving.schemas import BatchItem, BatchPredictionPublic, ImageSize, PredictionPublic
 from app.settings import Settings
@@ -69,7 +68,10 @@ def get_predictor(request: Request) -> Predictor:
         if predictor is None or predictor.store is not state.store:
             settings: Settings = state.settings
             predictor = Predictor(
-                state.store, threads=settings.ort_threads, cache_size=settings.session_cache_size
+                state.store,
+                threads=settings.ort_threads,
+                cache_size=settings.session_cache_size,
+                slots=settings.inference_slots,
             )
             state.predictor = predictor
     return predictor
@@ -91,19 +93,19 @@ def _predict_one(
     min_score: float,
     detector: DetectorMode,
 ) -> Prediction:
-    start = time.perf_counter()
-    image = decode_image(
-        data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels
+    return predictor.predict_bytes(
+        served,
+        data,
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        max_people=max_people,
+        min_score=min_score,
+        tiled=detector == "tiled",
     )
-    decoded = time.perf_counter()
-    prediction = predictor.predict(served, image, max_people, min_score, detector == "tiled")
-    prediction.timings["decode"] = decoded - start
-    prediction.timings["total"] = time.perf_counter() - start
-    return prediction
 
 
 def _server_timing(timings: dict[str, float]) -> str:
-    order = ["decode", "detect", "landmarks", "draw", "total"]
+    order = ["queue", "decode", "detect", "landmarks", "draw", "total"]
     return ", ".join(f"{k};dur={timings[k] * 1e3:.1f}" for k in order if k in timings)
 
 
