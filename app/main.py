@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import compression, datasets, health, jobs, models, predict, versions
+from app.api.routes import compression, datasets, health, jobs, models, predict, ui, versions
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
 from app.settings import Settings, get_settings
@@ -21,6 +21,7 @@ ROUTERS = [
     jobs.router,
     datasets.router,
     predict.router,
+    ui.router,
 ]
 
 
