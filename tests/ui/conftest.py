@@ -11,9 +11,10 @@ import pytest
 from compress_support import dev_subset_zip
 from service_support import live_server, remove, short_tmp_dir
 from serving_support import cached_bundle, store_builtin
-from ui_support import API_KEY, UiServer, chromium_path, open_page
+from ui_support import API_KEY, UiServer, chromium_path, open_page, store_reported_pair
 
 from model_store import open_store
+from pose_core.builtin import BlazePoseBundle
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +33,12 @@ def ui_server(blazepose_assets) -> Iterator[UiServer]:
     folder = short_tmp_dir("pc-ui-")
     data_dir = folder / "data"
     store = open_store(f"sqlite:///{data_dir / 'metadata.sqlite3'}", data_dir)
-    store_builtin(store, cached_bundle(blazepose_assets.landmark_tflite.parent))
+    bundle = cached_bundle(blazepose_assets.landmark_tflite.parent)
+    # its ONNX graphs only: quantizing a version with a torch form exports it through torch
+    # again, over a minute on 2 busy cores, where the stored graph takes seconds
+    onnx_only = {role: bundle.artifacts[role] for role in ("model", "detector")}
+    store_builtin(store, BlazePoseBundle(artifacts=onnx_only, manifest=bundle.manifest))
+    store_reported_pair(store, bundle.artifacts["model"])
     store.close()
     env = {"POSECOMPRESS_API_KEY": API_KEY, "POSECOMPRESS_ORT_THREADS": "1"}
     try:
@@ -52,6 +58,7 @@ def ui_server(blazepose_assets) -> Iterator[UiServer]:
 @pytest.fixture
 def page(browser: Any, ui_server: UiServer) -> Iterator[Any]:  # -> playwright.sync_api.Page
     """The page loaded from ``/`` in a fresh browser context (the API key is asked again)."""
-    page = open_page(browser, f"{ui_server.url}/")
+    page, errors = open_page(browser, f"{ui_server.url}/")
     yield page
     page.context.close()
+    assert errors == [], "uncaught JavaScript errors"

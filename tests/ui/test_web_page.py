@@ -10,7 +10,15 @@ from urllib.parse import urlsplit
 
 import pytest
 from service_support import TERMINAL, TEST_DATA
-from ui_support import API_KEY, VIEWPORT, UiServer, give_api_key, open_page, screenshot
+from ui_support import (
+    API_KEY,
+    REPORTED_MODEL,
+    VIEWPORT,
+    UiServer,
+    give_api_key,
+    open_page,
+    screenshot,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +32,7 @@ PERSON_COLOURS = [(0x00, 0xE0, 0x8A), (0xFF, 0x6B, 0x3D)]
 def fp16_job(browser: Any, ui_server: UiServer) -> dict[str, Any]:
     """An fp16 quantization of v1 started from the page's form; what the page showed while
     it ran (sampled every 50 ms) and the job as the API tells it."""
-    page = open_page(browser, f"{ui_server.url}/ui#compress")
+    page, errors = open_page(browser, f"{ui_server.url}/ui#compress")
     points_before = int(page.get_attribute("#pareto", "data-points") or 0)
     page.select_option("#compress-source", "1")
     page.select_option("#compress-method", "quantize")
@@ -51,11 +59,13 @@ def fp16_job(browser: Any, ui_server: UiServer) -> dict[str, Any]:
         page.wait_for_timeout(50)
     job_id = page.text_content("#job-id")
     page.wait_for_selector("#job-result:not([hidden])", timeout=10_000)
+    page.wait_for_selector(f"#jobs-table tr[data-job='{job_id}'] .badge.{status}")
     screenshot(page, "compress")
     page.click("#job-result")
     page.wait_for_selector("#view-models:not([hidden]) tr.highlight")
     highlighted = page.get_attribute("#versions-table tr.highlight", "data-version")
     page.context.close()
+    assert errors == [], "uncaught JavaScript errors"
     job = ui_server.client.get(f"/jobs/{job_id}").json()
     return {
         "seen": seen,
@@ -76,9 +86,9 @@ def test_root_opens_the_page_which_lists_blazepose_and_loads_nothing_from_elsewh
     page.goto(f"{ui_server.url}/")
     page.wait_for_selector("body[data-ready=true]")
     assert urlsplit(page.url).path == "/ui"
-    assert page.eval_on_selector_all("#model-select option", "o => o.map(x => x.value)") == [
-        "blazepose-full"
-    ]
+    models = page.eval_on_selector_all("#model-select option", "o => o.map(x => x.value)")
+    assert models == ["blazepose-full", REPORTED_MODEL]
+    assert page.get_attribute("body", "data-model") == "blazepose-full"
     assert page.get_attribute("#versions-table tbody tr", "data-version") == "1"
     assert "ready" in (page.text_content("#versions-table tbody tr") or "")
     assert page.text_content("#served-alias") == "latest"
@@ -221,3 +231,23 @@ def test_alias_moved_from_the_page_changes_what_predict_serves(
     page.wait_for_selector("#error:not([hidden])")
     assert "'latest' is maintained automatically" in (page.text_content("#error-text") or "")
     assert API_KEY not in (page.content())
+
+
+def test_a_report_with_a_budget_verdict_and_an_ap_interval_is_shown(page: Any) -> None:
+    page.select_option("#model-select", REPORTED_MODEL)
+    page.wait_for_selector(f"body[data-model={REPORTED_MODEL}]")
+    row = page.locator("#versions-table tr[data-version='2']")
+    badge = row.locator("[data-within-budget]")
+    assert badge.get_attribute("data-within-budget") == "false"
+    assert badge.text_content() == "over"
+    assert "mean_px 6.100 > 4" in (row.locator(".over").text_content() or "")
+    assert "oks_vs_parent 0.83" in (badge.get_attribute("title") or "")
+    assert "0.200 [0.150, 0.250]" in (row.text_content() or "")
+    # v1 was never measured itself: its numbers are what v2 measured of its parent
+    parent = page.locator("#versions-table tr[data-version='1'] td.inherited")
+    assert [parent.nth(i).text_content() for i in range(parent.count())][:2] == [
+        "50.0 ms",
+        "0.260",
+    ]
+    page.click("nav a[data-view=compare]")
+    assert page.locator("#pareto g.point.on-front").count() == 2  # faster but less accurate

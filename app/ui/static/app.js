@@ -16,6 +16,7 @@ const state = {
   fields: new Map(), // version -> flattened report fields (GET /models/{name}/compare)
   datasets: [],
   skeleton: { keypoints: [], limbs: [] },
+  jobs: [], // recent jobs of the model (GET /jobs)
   watching: null, // id of the job being polled
   yPicked: false, // the user chose the plot's vertical axis
 };
@@ -170,14 +171,20 @@ function apInterval(fields) {
   return low !== null && high !== null ? [low, high] : null;
 }
 
-/** ``report.budget``: within or not, and the numbers it was judged on. */
-function budgetOf(fields) {
-  const within = fields["budget.within_budget"];
-  if (typeof within !== "boolean") return null;
-  const details = Object.entries(fields)
-    .filter(([key, value]) => key.startsWith("budget.") && key !== "budget.within_budget" && value !== null && typeof value !== "object")
-    .map(([key, value]) => `${key.slice(7)}: ${typeof value === "number" ? +value.toFixed(4) : value}`);
-  return { within, details };
+/** ``report.budget`` of a version: within or not, and what it was judged on (a chain's
+ * verdict lists its steps'). Unknown shapes show as no verdict. */
+function budgetOf(report) {
+  const budget = report && report.budget;
+  if (!budget || typeof budget.within_budget !== "boolean") return null;
+  const verdicts = Array.isArray(budget.steps) ? budget.steps : [budget];
+  const over = verdicts.flatMap((v) => (Array.isArray(v && v.over) ? v.over.map(String) : []));
+  const details = verdicts.flatMap((v, index) => {
+    const measured = v && typeof v.measured === "object" && v.measured ? v.measured : {};
+    const numbers = Object.entries(measured).filter(([, x]) => num(x) !== null).map(([k, x]) => `${k} ${+x.toFixed(3)}`);
+    const prefix = verdicts.length > 1 ? `step ${index + 1}: ` : "";
+    return numbers.length ? [`${prefix}${numbers.join(", ")}`] : [];
+  });
+  return { within: budget.within_budget, over, details };
 }
 
 /** version -> its numbers. A version that was never measured itself (the imported one) takes
@@ -194,7 +201,7 @@ function measurements() {
       oks: num(fields["fidelity.mean_oks_vs_parent"]),
       px: num(fields["fidelity.mean_landmark_px"]),
       size: modelBytes(version),
-      budget: budgetOf(fields),
+      budget: budgetOf(version.report),
       inherited: new Set(),
     });
   }
@@ -229,11 +236,13 @@ function metricCell(m, key, text) {
 
 function budgetCell(budget) {
   if (!budget) return el("td", {}, "–");
-  return el("td", {}, el("span", {
-    class: `badge ${budget.within ? "ok" : "bad"}`,
-    title: budget.details.join("\n") || null,
-    "data-within-budget": budget.within,
-  }, budget.within ? "within" : "over"));
+  return el("td", {},
+    el("span", {
+      class: `badge ${budget.within ? "ok" : "bad"}`,
+      title: [...budget.over, ...budget.details].join("\n") || null,
+      "data-within-budget": budget.within,
+    }, budget.within ? "within" : "over"),
+    budget.over.length ? el("div", { class: "over" }, budget.over.join("; ")) : null);
 }
 
 // ------------------------------------------------------------------ loading
@@ -512,6 +521,17 @@ function compressRequest() {
     if (input.value === "") continue;
     setPath(step, input.name, input.type === "number" ? Number(input.value) : input.value);
   }
+  const extra = field("step_json").value.trim();
+  if (extra) {
+    let fields;
+    try {
+      fields = JSON.parse(extra);
+    } catch {
+      fields = null;
+    }
+    if (!fields || typeof fields !== "object" || Array.isArray(fields)) throw new Error("more step fields: not a JSON object");
+    Object.assign(step, fields, { method });
+  }
   const body = { recipe: [step], dataset: field("dataset").value };
   if (field("eval_dataset").value) body.eval_dataset = field("eval_dataset").value;
   for (const name of ["max_crops", "augment_copies", "latency_rounds"]) {
@@ -525,8 +545,12 @@ function renderPreview() {
   const method = $("#compress-method").value;
   for (const fieldset of $$("#compress-form fieldset[data-method]")) fieldset.hidden = fieldset.dataset.method !== method;
   if (!state.model) return;
-  const { path, body } = compressRequest();
-  $("#compress-preview").textContent = `POST ${path}\n${JSON.stringify(body, null, 2)}`;
+  try {
+    const { path, body } = compressRequest();
+    $("#compress-preview").textContent = `POST ${path}\n${JSON.stringify(body, null, 2)}`;
+  } catch (error) {
+    $("#compress-preview").textContent = error.message;
+  }
 }
 
 async function startCompression() {
@@ -536,6 +560,11 @@ async function startCompression() {
 }
 
 function renderJob(job) {
+  const listed = state.jobs.findIndex((j) => j.id === job.id);
+  if (listed >= 0) {
+    state.jobs[listed] = job;
+    renderJobs();
+  }
   const box = $("#job");
   box.hidden = false;
   box.dataset.status = job.status;
@@ -562,15 +591,45 @@ async function watchJob(job) {
   state.watching = job.id;
   renderJob(job);
   try {
+    await loadJobs();
     while (state.watching === job.id && !TERMINAL.has(job.status)) {
       await sleep(POLL_MS);
       job = await getJSON(`/jobs/${enc(job.id)}`);
       renderJob(job);
     }
-    if (TERMINAL.has(job.status) && job.params && job.params.model === state.model) await loadModel(state.model);
+    if (TERMINAL.has(job.status) && job.params.model === state.model) {
+      await Promise.all([loadModel(state.model), loadJobs()]);
+    }
   } catch (error) {
     showError(error);
   }
+}
+
+async function loadJobs() {
+  if (!state.model) return;
+  state.jobs = (await getJSON("/jobs?limit=50")).filter((j) => j.params.model === state.model).slice(0, 10);
+  renderJobs();
+}
+
+function renderJobs() {
+  const rows = state.jobs.map((job) => {
+    let action = null;
+    if (!TERMINAL.has(job.status)) {
+      action = el("button", { type: "button", class: "small", onclick: guarded(() => watchJob(job)) }, "watch");
+    } else if (job.result) {
+      action = el("a", { href: `#models/${job.result.version}` }, `v${job.result.version}`);
+    }
+    return el("tr", { "data-job": job.id },
+      el("td", {}, new Date(job.created_at).toLocaleString()),
+      el("td", {}, job.kind),
+      el("td", {}, `v${job.params.version}`),
+      el("td", {}, el("span", { class: `badge ${job.status}` }, job.status)),
+      el("td", { class: "num" }, `${Math.round(job.progress * 100)}%`),
+      el("td", { class: job.status === "failed" ? "error-text" : null }, job.error || job.message || ""),
+      el("td", {}, action));
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colSpan: 7, class: "note" }, "no jobs yet")));
+  $("#jobs-table tbody").replaceChildren(...rows);
 }
 
 async function cancelJob() {
@@ -720,7 +779,7 @@ function route() {
   for (const section of $$(".view")) section.hidden = section.id !== `view-${name}`;
   for (const link of $$("nav a")) link.classList.toggle("active", link.dataset.view === name);
   document.body.dataset.view = name;
-  if (name === "compress") loadDatasets().catch(showError);
+  if (name === "compress") Promise.all([loadDatasets(), loadJobs()]).catch(showError);
   highlightRoute();
 }
 
