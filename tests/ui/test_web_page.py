@@ -251,3 +251,31 @@ def test_a_report_with_a_budget_verdict_and_an_ap_interval_is_shown(page: Any) -
     ]
     page.click("nav a[data-view=compare]")
     assert page.locator("#pareto g.point.on-front").count() == 2  # faster but less accurate
+
+
+def test_the_compress_form_shows_the_apis_refusal(page: Any) -> None:
+    # the stored blazepose-full v1 is ONNX only: prune needs a torch model
+    page.click("nav a[data-view=compress]")
+    page.select_option("#compress-source", "1")
+    page.select_option("#compress-method", "prune")
+    page.click("#compress-form button[type=submit]")
+    give_api_key(page)
+    page.wait_for_selector("#error:not([hidden])")
+    text = page.text_content("#error-text") or ""
+    assert "needs a torch model" in text and "unsupported_recipe" in text
+    assert page.is_hidden("#job")
+
+
+def test_a_job_started_from_the_page_is_cancelled_from_it(page: Any, ui_server: UiServer) -> None:
+    page.click("nav a[data-view=compress]")
+    page.select_option("#compress-source", "1")
+    page.select_option("#compress-method", "quantize")
+    page.select_option("#compress-dataset", ui_server.dataset)
+    page.click("#compress-form button[type=submit]")
+    give_api_key(page)
+    page.wait_for_selector("#job:not([hidden])")
+    page.click("#job-cancel")
+    page.wait_for_selector("#job[data-status=cancelled]")
+    job_id = page.text_content("#job-id")
+    assert ui_server.client.get(f"/jobs/{job_id}").json()["status"] == "cancelled"
+    assert page.is_disabled("#job-cancel") and page.is_hidden("#job-result")
