@@ -360,11 +360,13 @@ async function moveAlias() {
 }
 
 // ------------------------------------------------------------------ compare view
+// ``fromZero``: the axis starts at 0, so that distances read as proportions (a 1 ms jitter
+// on 70 ms stays small); fidelity sits near 1 and is zoomed instead
 const AXES = {
-  latency: { label: "latency p50 (ms)", value: (m) => m.latency },
-  size: { label: "model size (MB)", value: (m) => (m.size === null ? null : m.size / 1e6) },
-  ap: { label: "accuracy (COCO AP)", value: (m) => m.ap },
-  oks: { label: "fidelity (OKS vs parent)", value: (m) => m.oks },
+  latency: { label: "latency p50 (ms)", value: (m) => m.latency, fromZero: true },
+  size: { label: "model size (MB)", value: (m) => (m.size === null ? null : m.size / 1e6), fromZero: true },
+  ap: { label: "accuracy (COCO AP)", value: (m) => m.ap, fromZero: true },
+  oks: { label: "fidelity (OKS vs parent)", value: (m) => m.oks, fromZero: false },
 };
 
 /** Points no other point beats on both axes (lower x, higher y), in x order. */
@@ -385,9 +387,10 @@ function niceTicks(low, high, count = 5) {
   return ticks;
 }
 
-function paddedRange(values) {
-  let low = Math.min(...values);
-  let high = Math.max(...values);
+function axisRange(values, fromZero) {
+  const low = Math.min(...values);
+  const high = Math.max(...values);
+  if (fromZero && low >= 0) return [0, high * 1.1 || 1];
   const pad = (high - low) * 0.12 || Math.abs(high) * 0.1 || 0.1;
   return [low - pad, high + pad];
 }
@@ -406,8 +409,8 @@ function renderPlot(m) {
       `No version has both ${yAxis.label} and ${xAxis.label} yet: compress one.`));
     return;
   }
-  const [x0, x1] = paddedRange(points.map((p) => p.x));
-  const [y0, y1] = paddedRange(points.map((p) => p.y));
+  const [x0, x1] = axisRange(points.map((p) => p.x), xAxis.fromZero);
+  const [y0, y1] = axisRange(points.map((p) => p.y), yAxis.fromZero);
   const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
   const sy = (y) => H - B - ((y - y0) / (y1 - y0)) * (H - T - B);
   const parts = [];
@@ -429,6 +432,9 @@ function renderPlot(m) {
   const stairs = front.flatMap((p, i) => (i === 0 ? [[p.x, p.y]] : [[p.x, front[i - 1].y], [p.x, p.y]]));
   parts.push(svg("polyline", { points: stairs.map(([x, y]) => `${sx(x)},${sy(y)}`).join(" "), class: "front" }));
   const served = servedVersion();
+  const placed = [];
+  const servedPoint = points.find((p) => p.version === served);
+  if (servedPoint) placed.push(labelBox(sx(servedPoint.x), sy(servedPoint.y) + 28, "middle", servedAlias().length));
   for (const p of points) {
     const group = svg("g", { class: onFront.has(p.version) ? "point on-front" : "point", "data-version": p.version },
       svg("title", {}, `v${p.version}: ${yAxis.label} ${fmt(p.y)}, ${xAxis.label} ${fmt(p.x, 2)}`));
@@ -438,10 +444,29 @@ function renderPlot(m) {
       group.setAttribute("data-served", "true");
     }
     group.append(svg("circle", { cx: sx(p.x), cy: sy(p.y), r: 6, class: "dot" }));
-    group.append(svg("text", { x: sx(p.x) + 10, y: sy(p.y) - 10, class: "label" }, `v${p.version}`));
+    const text = `v${p.version}`;
+    const spot = placeLabel(sx(p.x), sy(p.y), text.length, placed);
+    group.append(svg("text", { x: spot.x, y: spot.y, "text-anchor": spot.anchor, class: "label" }, text));
     parts.push(group);
   }
   plot.replaceChildren(...parts);
+}
+
+/** The box a label of ``chars`` characters covers (13 px text, baseline at ``y``). */
+function labelBox(x, y, anchor, chars) {
+  const width = chars * 8;
+  const left = anchor === "end" ? x - width : anchor === "middle" ? x - width / 2 : x;
+  return { x, y, anchor, left, right: left + width, top: y - 12, bottom: y + 2 };
+}
+
+/** The first spot around a point where its label overlaps no label placed so far. */
+function placeLabel(cx, cy, chars, placed) {
+  const offsets = [[10, -10, "start"], [-10, -10, "end"], [10, 20, "start"], [-10, 20, "end"], [0, -16, "middle"], [0, 34, "middle"]];
+  const boxes = offsets.map(([dx, dy, anchor]) => labelBox(cx + dx, cy + dy, anchor, chars));
+  const free = (b) => placed.every((o) => b.right < o.left || b.left > o.right || b.bottom < o.top || b.top > o.bottom);
+  const box = boxes.find(free) || boxes[0];
+  placed.push(box);
+  return box;
 }
 
 function renderCompare(m) {
