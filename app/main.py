@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import compression, datasets, health, jobs, models, predict, versions
+from app.api.routes import compression, datasets, health, jobs, models, predict, ui, versions
 from app.auth import ApiKeyMiddleware
 from app.embedded.worker_status import worker_status
 from app.errors import install_error_handlers
@@ -23,6 +23,7 @@ ROUTERS = [
     jobs.router,
     datasets.router,
     predict.router,
+    ui.router,
 ]
 
 
