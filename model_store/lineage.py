@@ -18,7 +18,7 @@ from model_store.store import Store
 from pose_core.builtin import BUILTIN_MODEL_NAME, ROLE_DETECTOR, ROLE_MODEL
 
 #: Manifest ``kind`` values a pose pipeline can be assembled from.
-SERVABLE_KINDS = ("blazepose", "heatmap")
+SERVABLE_KINDS = ("blazepose", "heatmap", "simcc")
 
 #: Parents followed at most (a guard against a corrupt, cyclic lineage).
 MAX_LINEAGE = 1000

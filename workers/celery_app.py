@@ -20,7 +20,12 @@ from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-TASK_MODULES = ["workers.tasks.export_onnx", "workers.tasks.compress", "workers.tasks.evaluate"]
+TASK_MODULES = [
+    "workers.tasks.export_onnx",
+    "workers.tasks.export_tflite",
+    "workers.tasks.compress",
+    "workers.tasks.evaluate",
+]
 QUEUE = "posecompress"
 
 
