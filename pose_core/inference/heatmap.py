@@ -169,10 +169,10 @@ class HeatmapModel:
             return []
         batch, matrices = self.preprocess(image, rects)
         input_xy, scores = self.decode(self.runner(batch))
-        return people_in_image(input_xy, scores, matrices, image.shape[1], image.shape[0])
+        return _people_in_image(input_xy, scores, matrices, image.shape[1], image.shape[0])
 
 
-def people_in_image(
+def _people_in_image(
     input_xy: np.ndarray,
     scores: np.ndarray,
     matrices: np.ndarray,
