@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from service_support import assert_error_shape
@@ -92,3 +93,12 @@ def test_tflite_export_queues_its_job_or_says_why_not(
     assert job["kind"] == "export_tflite"
     assert job["params"] == {"model": "graph", "version": 1, "format": "tflite",
                              "precision": "fp16", "verify_samples": 8, "tolerance": None}
+@pytest.mark.parametrize("tolerance", ["Infinity", "NaN", "-Infinity", 0])
+def test_export_tolerance_must_be_a_finite_positive_number(
+    client: TestClient, tiny_onnx: Path, tolerance: object
+):
+    with tiny_onnx.open("rb") as handle:
+        client.post("/models", data={"name": "tiny"}, files={"file": ("tiny.onnx", handle)})
+    response = client.post("/models/tiny/versions/1/export", json={"tolerance": tolerance})
+    assert response.status_code == 422, response.text
+    assert client.get("/jobs").json() == []
