@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from model_store import DatasetInfo, JobInfo, ModelInfo, VersionInfo
 from model_store.records import MAX_VERSION_NUMBER
@@ -98,9 +98,34 @@ class AliasUpdate(BaseModel):
 
 
 class ExportRequest(BaseModel):
+    """An ONNX Runtime-optimized graph (job ``export_onnx``)."""
+
+    format: Literal["onnx"] = "onnx"
     optimization: Literal["disable", "basic", "extended"] = "basic"
     verify_samples: int = Field(default=16, ge=1, le=100_000)
     tolerance: float = Field(default=1e-4, gt=0, allow_inf_nan=False)
+
+
+class TfliteExportRequest(BaseModel):
+    """A TFLite file of the version's torch form (job ``export_tflite``); ``tolerance``
+    (largest absolute output difference to ONNX Runtime) null = report only."""
+
+    format: Literal["tflite"]
+    precision: Literal["fp32", "fp16", "int8_dynamic"] = "fp32"
+    verify_samples: int = Field(default=8, ge=1, le=1000)
+    tolerance: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
+def _export_format(body: Any) -> str:
+    found = body.get("format", "onnx") if isinstance(body, dict) else getattr(body, "format", "")
+    return str(found)
+
+
+#: The body of ``POST .../export``: ``format`` (default ``onnx``) picks the request type.
+ExportBody = Annotated[
+    Annotated[ExportRequest, Tag("onnx")] | Annotated[TfliteExportRequest, Tag("tflite")],
+    Discriminator(_export_format),
+]
 
 
 class JobPublic(BaseModel):

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # the registry calls check_servable: no import of it at run t
     from model_store.store import Store
 
 #: Manifest ``kind`` values a pose pipeline can be assembled from.
-SERVABLE_KINDS = ("blazepose", "heatmap")
+SERVABLE_KINDS = ("blazepose", "heatmap", "simcc")
 
 #: Parents followed at most (a guard against a corrupt, cyclic lineage).
 MAX_LINEAGE = 1000

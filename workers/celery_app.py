@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 TASK_MODULES = [
     "workers.tasks.export_onnx",
+    "workers.tasks.export_tflite",
     "workers.tasks.compress",
     "workers.tasks.evaluate",
     "workers.tasks.optimize",

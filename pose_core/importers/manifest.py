@@ -17,6 +17,7 @@ MAX_DRY_RUN_ELEMENTS = 3 * MAX_INPUT_SIDE * MAX_INPUT_SIDE
 
 Side = Annotated[StrictInt, Field(ge=1, le=MAX_INPUT_SIDE)]
 Dim = Annotated[StrictInt, Field(ge=1, le=MAX_DRY_RUN_ELEMENTS)]
+OutputIndex = Annotated[StrictInt, Field(ge=0)]
 
 
 class ManifestRejected(ValueError):
@@ -46,6 +47,10 @@ class UploadManifest(BaseModel):
     ) = None
     channel_order: Literal["rgb", "bgr", "RGB", "BGR"] | None = None
     keypoints: Literal["coco17"] | list[StrictStr] | None = None
+    simcc_split_ratio: Annotated[float, Field(gt=0)] | None = None
+    """``kind: simcc``: bins per input pixel (RTMPose: 2.0)."""
+    simcc_outputs: tuple[OutputIndex, OutputIndex] | None = None
+    """``kind: simcc``: positions of the ``simcc_x`` and ``simcc_y`` outputs."""
 
 
 def validated_manifest(manifest: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -132,8 +132,13 @@ _ONNX_TYPES = {
 def inspect_onnx(path: Path, manifest: Mapping[str, Any]) -> UploadInfo:
     """ONNX graph: structural check, then one ONNX Runtime forward pass. With a heatmap
     manifest (``kind: heatmap`` or ``keypoints`` given) the output must also be N x K x H x W
-    heatmaps, one channel per keypoint name (see :func:`heatmap_model_args`)."""
+    heatmaps, one channel per keypoint name (see :func:`heatmap_model_args`); with
+    ``kind: simcc``, SimCC outputs (see :mod:`pose_core.importers.simcc_manifest`)."""
     info = inspect_onnx_graph(path, manifest)
+    if manifest.get("kind") == "simcc":
+        from pose_core.importers.simcc_manifest import check_simcc_outputs
+
+        return check_simcc_outputs(info, manifest)
     if manifest.get("kind") == "heatmap" or "keypoints" in manifest:
         return _check_heatmap_outputs(info, manifest)
     return info

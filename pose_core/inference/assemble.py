@@ -1,8 +1,9 @@
 """A version's manifest + ONNX runners -> the keypoint model / pose pipeline that runs it.
 
-The manifest ``kind`` picks the decoding: ``blazepose`` (BlazePose landmark model) or
+The manifest ``kind`` picks the decoding: ``blazepose`` (BlazePose landmark model),
 ``heatmap`` (top-down heatmap model, its fields read by
-:func:`~pose_core.importers.uploads.heatmap_model_args`). Nothing here knows where the
+:func:`~pose_core.importers.uploads.heatmap_model_args`) or ``simcc`` (RTMPose-style,
+:func:`~pose_core.importers.simcc_manifest.simcc_model_args`). Nothing here knows where the
 runners come from (a store, files, a session cache).
 """
 
@@ -39,6 +40,15 @@ def keypoint_model(manifest: Mapping[str, Any], runner: Runner) -> KeypointModel
             return HeatmapModel(runner, **heatmap_model_args(manifest))
         except UploadRejected as exc:
             raise ManifestError(f"bad heatmap manifest: {exc}") from exc
+    if kind == "simcc":
+        from pose_core.importers.simcc_manifest import simcc_model_args
+        from pose_core.importers.uploads import UploadRejected
+        from pose_core.inference.simcc import SimccModel
+
+        try:
+            return SimccModel(runner, **simcc_model_args(manifest))
+        except UploadRejected as exc:
+            raise ManifestError(f"bad SimCC manifest: {exc}") from exc
     raise ManifestError(f"no keypoint decoding for manifest kind {kind!r}")
 
 

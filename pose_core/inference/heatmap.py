@@ -156,29 +156,40 @@ class HeatmapModel:
         matrices = matrices.reshape(len(rects), 2, 3)
         return batch, matrices
 
-    def postprocess(
-        self, heatmaps: np.ndarray, matrices: np.ndarray, image_width: int, image_height: int
-    ) -> list[PersonPose]:
-        """(N, K, H, W) heatmaps -> N people in image pixels (score = mean keypoint score)."""
+    def decode(self, outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The runner's outputs -> (N, 17, 2) COCO-17 keypoints in continuous input pixels and
+        (N, 17) scores."""
+        heatmaps = np.asarray(outputs[0])
+        if heatmaps.ndim != 4:
+            raise HeatmapModelError(f"expected N x K x H x W heatmaps, got {heatmaps.shape}")
         coords, scores = decode_heatmaps(heatmaps[:, self.coco_channels])
         width, height = self.input_size
         hm_h, hm_w = heatmaps.shape[2:]
         # heatmap index -> input index (MMPose) -> continuous input pixels (+ 0.5)
-        input_xy = coords * np.array([width / hm_w, height / hm_h]) + 0.5
-        people = []
-        for i, matrix in enumerate(matrices):
-            image_xy = apply_affine(matrix, input_xy[i])
-            bbox, clipped = keypoints_box(image_xy, image_width, image_height)
-            keypoints = np.concatenate([clipped, scores[i][:, None]], axis=1).astype(np.float32)
-            people.append(PersonPose(bbox=bbox, score=float(scores[i].mean()), keypoints=keypoints))
-        return people
+        return coords * np.array([width / hm_w, height / hm_h]) + 0.5, scores
 
     def estimate(self, image: np.ndarray, rects: Sequence[CropRect]) -> list[PersonPose]:
         """People from the crops ``rects`` of a (H, W, 3) uint8 RGB image, in ``rects`` order."""
         if not rects:
             return []
         batch, matrices = self.preprocess(image, rects)
-        heatmaps = np.asarray(self.runner(batch)[0])
-        if heatmaps.ndim != 4:
-            raise HeatmapModelError(f"expected N x K x H x W heatmaps, got {heatmaps.shape}")
-        return self.postprocess(heatmaps, matrices, image.shape[1], image.shape[0])
+        input_xy, scores = self.decode(self.runner(batch))
+        return _people_in_image(input_xy, scores, matrices, image.shape[1], image.shape[0])
+
+
+def _people_in_image(
+    input_xy: np.ndarray,
+    scores: np.ndarray,
+    matrices: np.ndarray,
+    image_width: int,
+    image_height: int,
+) -> list[PersonPose]:
+    """(N, K, 2) keypoints in continuous input pixels, (N, K) scores and the (N, 2, 3)
+    crop-to-image matrices -> N people in image pixels (score = mean keypoint score)."""
+    people = []
+    for i, matrix in enumerate(matrices):
+        image_xy = apply_affine(matrix, input_xy[i])
+        bbox, clipped = keypoints_box(image_xy, image_width, image_height)
+        keypoints = np.concatenate([clipped, scores[i][:, None]], axis=1).astype(np.float32)
+        people.append(PersonPose(bbox=bbox, score=float(scores[i].mean()), keypoints=keypoints))
+    return people

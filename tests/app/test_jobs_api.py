@@ -52,6 +52,47 @@ def test_export_of_unknown_version_is_404_and_bad_params_422(client: TestClient,
     assert client.get("/jobs/does-not-exist").status_code == 404
 
 
+def _store_tiny_graph_model(client: TestClient, tmp_path: Path) -> None:
+    from compress_support import export_tiny_graph_model, store_version_1
+
+    store = client.app.state.store  # type: ignore[attr-defined]
+    store_version_1(store, "graph", export_tiny_graph_model(tmp_path / "graph"))
+
+
+def test_tflite_export_queues_its_job_or_says_why_not(
+    client: TestClient, tiny_onnx: Path, tmp_path: Path, monkeypatch
+):
+    from pose_core import export_tflite
+
+    with tiny_onnx.open("rb") as handle:
+        client.post("/models", data={"name": "tiny"}, files={"file": ("tiny.onnx", handle)})
+    no_torch = client.post("/models/tiny/versions/1/export", json={"format": "tflite"})
+    assert no_torch.status_code == 422
+    assert_error_shape(no_torch.json(), "unsupported_export")
+
+    _store_tiny_graph_model(client, tmp_path)
+    bad = client.post("/models/graph/versions/1/export", json={"format": "tflite",
+                                                               "precision": "int3"})
+    assert bad.status_code == 422
+    assert_error_shape(bad.json(), "validation_error")
+    unknown = client.post("/models/graph/versions/1/export", json={"format": "coreml"})
+    assert unknown.status_code == 422
+
+    monkeypatch.setattr(export_tflite, "tflite_export_available", lambda: False)
+    missing = client.post("/models/graph/versions/1/export", json={"format": "tflite"})
+    assert missing.status_code == 422
+    assert_error_shape(missing.json(), "extra_missing")
+    assert ".[edge]" in missing.json()["error"]["message"]
+    assert client.get("/jobs").json() == []
+
+    monkeypatch.setattr(export_tflite, "tflite_export_available", lambda: True)
+    response = client.post("/models/graph/versions/1/export",
+                           json={"format": "tflite", "precision": "fp16"})
+    assert response.status_code == 202, response.text
+    job = response.json()
+    assert job["kind"] == "export_tflite"
+    assert job["params"] == {"model": "graph", "version": 1, "format": "tflite",
+                             "precision": "fp16", "verify_samples": 8, "tolerance": None}
 @pytest.mark.parametrize("tolerance", ["Infinity", "NaN", "-Infinity", 0])
 def test_export_tolerance_must_be_a_finite_positive_number(
     client: TestClient, tiny_onnx: Path, tolerance: object

@@ -370,3 +370,60 @@ def test_broken_state_dicts_are_422(
     suffix, content, manifest = _broken_state_dicts(bundle)[case]
     response = _upload(client, "bad", f"weights{suffix}", content, manifest)
     _assert_rejected(client, data_dir, "bad", response)
+
+
+# ----------------------------------------------------------------------- ONNX SimCC
+def test_a_simcc_model_is_served_with_its_decoded_bins(
+    client: TestClient, bundle: BlazePoseBundle, tmp_path: Path
+) -> None:
+    """The small SimCC net (random weights, constructed peaks per keypoint): every person
+    /predict returns has its keypoints exactly where the bins decode in a detector crop."""
+    from PIL import Image
+    from simcc_support import (
+        SIMCC_MANIFEST,
+        expected_keypoints,
+        export_simcc_onnx,
+        spread_peaks,
+        tiny_simcc,
+    )
+
+    from pose_core.inference.assemble import pose_pipeline
+    from pose_core.inference.runtime import OnnxRunner
+
+    peaks = spread_peaks()
+    content = export_simcc_onnx(tiny_simcc(peaks=peaks), tmp_path / "simcc.onnx")
+    response = _upload(client, "tiny-simcc", "simcc.onnx", content, SIMCC_MANIFEST)
+    assert response.status_code == 201, response.text
+    manifest = client.get("/models/tiny-simcc/versions/1").json()["manifest"]
+    assert manifest["kind"] == "simcc" and manifest["simcc_outputs"] == [0, 1]
+    prediction = _predict(client, "tiny-simcc", min_score="0")
+    assert prediction.status_code == 200, prediction.text
+    people = prediction.json()["people"]
+
+    image = np.asarray(Image.open(ZIDANE).convert("RGB"))
+    detector = OnnxRunner(bundle.artifacts["detector"].read_bytes(), 1)
+    rects = pose_pipeline(manifest, lambda b: [b], detector).detect_rois(image)
+    # keypoints outside the photo are clipped to its border
+    border = [image.shape[1], image.shape[0]]
+    unclipped = [expected_keypoints(rect, peaks) for rect in rects]
+    inside = [((e > 0) & (e < border)).all(axis=1).sum() for e in unclipped]
+    assert min(inside) >= 5  # the check below is mostly on unclipped keypoints
+    expected = [np.clip(e, 0, border) for e in unclipped]
+    assert 1 <= len(people) <= len(expected)
+    for person in people:
+        xy = np.array([[k["x"], k["y"]] for k in person["keypoints"]])
+        errors = [float(np.abs(xy - e).max()) for e in expected]
+        assert min(errors) < 0.01, errors
+        assert all(k["score"] == pytest.approx(10.0, abs=0.1) for k in person["keypoints"])
+
+
+def test_a_simcc_upload_whose_bins_do_not_fit_the_manifest_is_rejected(
+    client: TestClient, data_dir: Path, tmp_path: Path
+) -> None:
+    from simcc_support import SIMCC_MANIFEST, export_simcc_onnx, tiny_simcc
+
+    content = export_simcc_onnx(tiny_simcc(), tmp_path / "simcc.onnx")
+    manifest = {**SIMCC_MANIFEST, "simcc_split_ratio": 3.0}
+    response = _upload(client, "bad-simcc", "simcc.onnx", content, manifest)
+    _assert_rejected(client, data_dir, "bad-simcc", response)
+    assert "split ratio" in response.json()["error"]["message"]

@@ -9,13 +9,16 @@ from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 
 from app.api.deps import CeleryDep, StoreDep
+from app.errors import ApiError
 from app.jobs import accepted, enqueue_job
 from app.schemas import (
     BODY_ERRORS,
     AliasUpdate,
     ErrorResponse,
+    ExportBody,
     ExportRequest,
     JobPublic,
+    TfliteExportRequest,
     VersionPublic,
 )
 from model_store import Store, VersionInfo
@@ -110,14 +113,32 @@ def delete_alias(name: str, alias: str, store: StoreDep) -> Response:
     "/versions/{ref}/export",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={**BODY_ERRORS, 503: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 def start_export(
-    name: str, ref: str, store: StoreDep, celery: CeleryDep, body: ExportRequest | None = None
+    name: str, ref: str, store: StoreDep, celery: CeleryDep, body: ExportBody | None = None
 ) -> JSONResponse:
-    """Start an ``export_onnx`` job: an optimized ONNX graph of this version, checked for
-    parity, stored as a new version. Poll ``Location``."""
+    """Start an export job; the result is a new version (parent = this one). Poll ``Location``.
+
+    - ``format: onnx`` (default): an ONNX Runtime-optimized graph, checked for parity;
+    - ``format: tflite``: a ``tflite`` artifact converted from the torch form (recipe +
+      weights), checked against ONNX Runtime; 422 without a torch form or without the
+      ``edge`` extra."""
     version = store.models.resolve(name, ref)
     request = body or ExportRequest()
+    kind = "export_onnx"
+    if isinstance(request, TfliteExportRequest):
+        from pose_core import export_tflite
+
+        kind = "export_tflite"
+        if not {a.role for a in version.artifacts} >= {"recipe", "weights"}:
+            raise ApiError(
+                422,
+                "unsupported_export",
+                f"{name} v{version.number} has no torch form (artifacts recipe + weights) "
+                "to convert to TFLite",
+            )
+        if not export_tflite.tflite_export_available():
+            raise ApiError(422, "extra_missing", export_tflite.EXTRA_HINT)
     params = {"model": name, "version": version.number, **request.model_dump()}
-    return accepted(enqueue_job(store, celery, "export_onnx", params))
+    return accepted(enqueue_job(store, celery, kind, params))
