@@ -52,12 +52,10 @@ logger = logging.getLogger("bench.recovery_curve")
 #: RecoveryConfig overrides compared at the same wall time
 VARIANTS: dict[str, dict[str, Any]] = {
     "none": {"steps": 0},
-    "landmark": {"feature_weight": 0.0, "heatmap_weight": 0.0},
-    "landmark_no_holdout": {"feature_weight": 0.0, "heatmap_weight": 0.0, "guard_crops": 0},
-    "features": {"feature_weight": 1.0, "heatmap_weight": 0.0},
-    "features_heatmap": {"feature_weight": 1.0, "heatmap_weight": 1.0},
-    "features_x10": {"feature_weight": 10.0, "heatmap_weight": 1.0},
-    "features_only": {"feature_weight": 1.0, "heatmap_weight": 1.0, "landmark_weight": 0.0},
+    "landmark": {"feature_weight": 0.0},
+    "landmark_no_holdout": {"feature_weight": 0.0, "guard_crops": 0},
+    "features": {"feature_weight": 1.0},
+    "features_only": {"feature_weight": 1.0, "landmark_weight": 0.0},
 }
 
 
