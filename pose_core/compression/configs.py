@@ -156,8 +156,9 @@ class LowRankConfig(MethodConfig):
     round_to: int = Field(default=8, ge=1)
     tucker_kxk: bool = True
     #: output basis and rank spectrum of each factorization: the weights' SVD, or the
-    #: eigenvectors of the layer's output second moment on ``refit_crops`` crops
-    basis: Literal["weights", "activations"] = "weights"
+    #: eigenvectors of the layer's output second moment on ``refit_crops`` crops (activations:
+    #: closer to the parent on held-out photos and dev, docs/compression-results.md)
+    basis: Literal["weights", "activations"] = "activations"
     ignored_layers: tuple[str, ...] = ()  #: module-name prefixes left alone
     #: least-squares refit of the factorized layers (and every dense conv) to the parent's features
     refit: bool = True
