@@ -23,6 +23,7 @@ import logging
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -110,20 +111,77 @@ class DevSet:
                 for s in sources
             ]
         ).astype(np.float32)
+        self._annotations: dict[int, list[dict[str, Any]]] = {
+            img["id"]: [a for a in self.coco["annotations"] if a["image_id"] == img["id"]]
+            for img in self.coco["images"]
+        }
 
     def ap(self, landmarks: np.ndarray, presence: np.ndarray) -> float:
         """COCO AP of (N, 195) raw landmark outputs."""
+        return self._ap(self._predictions(landmarks, presence), range(len(self.coco["images"])))
+
+    def ap_loss_interval(
+        self,
+        candidate: tuple[np.ndarray, np.ndarray],
+        reference: tuple[np.ndarray, np.ndarray],
+        resamples: int = 300,
+        seed: int = 0,
+    ) -> dict[str, float]:
+        """Candidate AP and its AP loss vs ``reference`` (both ``(landmarks, presence)``), with
+        95% intervals from a paired bootstrap over dev images (both scored on each resample)."""
+        cand, ref = self._predictions(*candidate), self._predictions(*reference)
+        n = len(self.coco["images"])
+        rng = np.random.default_rng(seed)
+        aps, losses = [], []
+        for _ in range(resamples):
+            images = rng.integers(0, n, n)
+            ap = self._ap(cand, images)
+            aps.append(ap)
+            losses.append(self._ap(ref, images) - ap)
+        ap, ref_ap = self._ap(cand, range(n)), self._ap(ref, range(n))
+
+        def pct(values: list[float], q: float) -> float:  # nan without resamples
+            return float(np.percentile(values, q)) if values else float("nan")
+
+        return {
+            "ap": ap,
+            "ap_lo": pct(aps, 2.5),
+            "ap_hi": pct(aps, 97.5),
+            "loss": ref_ap - ap,
+            "loss_lo": pct(losses, 2.5),
+            "loss_hi": pct(losses, 97.5),
+        }
+
+    def _predictions(self, landmarks: np.ndarray, presence: np.ndarray) -> list[KeypointPrediction]:
         values = landmarks.reshape(len(landmarks), 39, 5)
         preds = []
         for i, matrix in enumerate(self.matrices):
             chosen = values[i, list(BLAZEPOSE33_TO_COCO17)]
-            xy = apply_affine(matrix, chosen[:, :2])
             score = 1.0 / (1.0 + np.exp(-chosen[:, 3:4]))
-            kps = np.concatenate([xy, score], axis=1)
+            kps = np.concatenate([apply_affine(matrix, chosen[:, :2]), score], axis=1)
             preds.append(
                 KeypointPrediction(self.image_ids[i], kps, float(presence[i]) * float(score.mean()))
             )
-        return coco_keypoint_metrics(self.coco, preds).ap
+        return preds
+
+    def _ap(self, preds: list[KeypointPrediction], images: Sequence[int] | np.ndarray) -> float:
+        """AP over the images at positions ``images`` of the COCO dict (repeats allowed: each
+        copy gets its own id, as a bootstrap resample needs)."""
+        coco: dict[str, Any] = {**self.coco, "images": [], "annotations": []}
+        renamed: list[KeypointPrediction] = []
+        for copy_id, position in enumerate(images, start=1):
+            image = self.coco["images"][int(position)]
+            coco["images"].append({**image, "id": copy_id})
+            for ann in self._annotations[image["id"]]:
+                coco["annotations"].append(
+                    {**ann, "id": len(coco["annotations"]) + 1, "image_id": copy_id}
+                )
+            renamed += [
+                KeypointPrediction(copy_id, p.keypoints, p.score)
+                for p in preds
+                if p.image_id == image["id"]
+            ]
+        return coco_keypoint_metrics(coco, renamed).ap
 
 
 def run_all(model_bytes: bytes, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

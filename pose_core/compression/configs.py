@@ -87,7 +87,11 @@ class RecoveryConfig(BaseModel):
     z_weight: float = 0.05
     logit_weight: float = 1.0
     presence_weight: float = 1.0
+    #: the heatmap output (64 x 64 x 39), per-channel normalised MSE
     heatmap_weight: float = 0.0
+    #: the block outputs (residual adds) of a GraphModel, per-channel normalised MSE
+    #: (:mod:`~pose_core.compression.features`)
+    feature_weight: float = Field(default=0.0, ge=0)
     gt_weight: float = 0.0
     smooth_l1_beta_px: float = 2.0
     #: a fresh random affine (rotation, scale, shift, flip) and colour jitter of every batch,
@@ -98,9 +102,11 @@ class RecoveryConfig(BaseModel):
     checkpoint_every: int = Field(default=50, ge=1)
     seed: int = 0
     warmup_steps: int = Field(default=20, ge=0)
-    #: crops scored before and after training; if training made them worse, the student's
-    #: starting weights are restored (a short, CPU-starved run must never return a worse model)
+    #: crops held out of training (the last ones, at most a quarter), scored before training and
+    #: every ``eval_every`` steps: the best-scoring weights are kept, the starting ones if
+    #: training never helped (a short, CPU-starved run must never return a worse model)
     guard_crops: int = Field(default=16, ge=0)
+    eval_every: int = Field(default=25, ge=1)
 
     @field_validator("steps")
     @classmethod
@@ -200,6 +206,11 @@ class PruneConfig(MethodConfig):
     #: in a network without residual adds both are the same)
     scope: Literal["all", "block_internal"] = "block_internal"
     global_pruning: bool = False
+    #: per-group share of the pruning: ``uniform`` (one ratio everywhere) or ``sensitivity``
+    #: (least where silencing half a group's channels moves the landmarks most, measured on
+    #: ``sensitivity_crops`` crops; needs ``target_macs_ratio``)
+    allocation: Literal["uniform", "sensitivity"] = "uniform"
+    sensitivity_crops: int = Field(default=16, ge=1)
     #: keep channel counts multiples of this: ONNX Runtime's blocked conv kernels want 8 or 16
     #: (measured: 30% pruning without rounding was no faster than the parent, with 8: ~0.65x)
     round_to: int | None = Field(default=8, ge=1)
@@ -229,6 +240,10 @@ class LowRankConfig(MethodConfig):
     #: ranks rounded up to a multiple of this (ONNX Runtime's conv kernels prefer 8 / 16)
     round_to: int = Field(default=8, ge=1)
     tucker_kxk: bool = True
+    #: output basis and rank spectrum of each factorization: the weights' SVD, or the
+    #: eigenvectors of the layer's output second moment on ``refit_crops`` crops (activations:
+    #: closer to the parent on held-out photos and dev, docs/compression-results.md)
+    basis: Literal["weights", "activations"] = "activations"
     ignored_layers: tuple[str, ...] = ()  #: module-name prefixes left alone
     #: least-squares refit of the factorized layers (and every dense conv) to the parent's features
     refit: bool = True

@@ -118,6 +118,11 @@ class CropSet:
         idx = np.asarray(indices, dtype=np.int64)
         return CropSet(self.images[idx], None if self.targets is None else self.targets[idx])
 
+    def spread(self, n: int) -> np.ndarray:
+        """Indices of ``n`` crops evenly spread over the set: crops come grouped by source
+        person (plain + augmented copies), and the first ``n`` would be a handful of people."""
+        return np.unique(np.linspace(0, len(self) - 1, min(n, len(self))).round()).astype(np.int64)
+
     def batches(self, batch_size: int) -> Iterator[np.ndarray]:
         """Consecutive image batches (the last may be smaller), for calibration or evaluation."""
         for start in range(0, len(self), batch_size):

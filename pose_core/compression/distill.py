@@ -14,8 +14,14 @@ pruning, low-rank and quantization-aware fine-tuning use for recovery:
   teacher's outputs per fixed crop are cached.
 * loss = smooth-L1 on the 33 body (x, y) weighted by the teacher's visibility probability
   + ``aux_weight`` x the 6 auxiliary points + ``z_weight`` x z + BCE on the visibility/presence
-  logits + BCE on the presence output + optional heatmap MSE + ``gt_weight`` x smooth-L1 to the
-  crop labels where they exist.
+  logits + BCE on the presence output + ``heatmap_weight`` x the heatmap output's per-channel
+  normalised MSE + ``feature_weight`` x the block outputs' (GraphModels:
+  :mod:`~pose_core.compression.features`) + ``gt_weight`` x smooth-L1 to the crop labels where
+  they exist.
+* the last ``guard_crops`` crops (at most a quarter of the set) are held out of training; their
+  landmark error against the teacher (:func:`holdout_error_px`) is scored before training, every
+  ``eval_every`` steps and at the end, and the best-scoring weights are what the student ends
+  with (held-out early stopping; the starting weights when training never helped).
 * the learning rate follows a cosine decay over ``max(step / steps, elapsed / time_budget_s)``;
   training stops at ``steps``, at the time budget, or when ``should_stop()`` is true.
 * every ``checkpoint_every`` steps the student, optimizer, step and elapsed time are written to
@@ -44,6 +50,12 @@ import torch.nn.functional as F
 from pose_core.compression.base import CompressionError, CompressionResult
 from pose_core.compression.configs import DistillConfig, RecoveryConfig
 from pose_core.compression.data import NUM_BODY_LANDMARKS, CompressionData, CropSet
+from pose_core.compression.features import (
+    block_outputs,
+    feature_loss,
+    feature_taps,
+    normalised_mse,
+)
 from pose_core.compression.registry import register
 
 logger = logging.getLogger(__name__)
@@ -60,6 +72,10 @@ class DistillStats:
     last_loss: float
     elapsed_s: float
     stopped_by: str  # "steps" | "time_budget" | "cancelled", "+restored" if the guard undid it
+    #: held-out landmark error (crop px) before training and of the weights kept, and their step
+    holdout_px_start: float | None = None
+    holdout_px_best: float | None = None
+    best_step: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,7 +95,7 @@ def pose_outputs(raw: Any) -> PoseOutputs:
         raise CompressionError("the model's first output must be landmarks of shape (N, 195)")
     landmarks = items[0].reshape(items[0].shape[0], NUM_LANDMARKS, 5)
     presence = items[1].reshape(-1, 1) if len(items) > 1 else None
-    heatmap = next((t for t in items[2:] if t.dim() == 4), None)
+    heatmap = next((t for t in items[2:] if t.dim() == 4 and t.shape[-1] == NUM_LANDMARKS), None)
     return PoseOutputs(landmarks, presence, heatmap)
 
 
@@ -111,7 +127,10 @@ def distill_loss(
             student.presence.clamp(1e-6, 1 - 1e-6), teacher.presence.clamp(0, 1)
         )
     if cfg.heatmap_weight and student.heatmap is not None and teacher.heatmap is not None:
-        loss = loss + cfg.heatmap_weight * F.mse_loss(student.heatmap, teacher.heatmap)
+        # NHWC: channels last, so normalise (N, C, H, W) views
+        loss = loss + cfg.heatmap_weight * normalised_mse(
+            student.heatmap.movedim(-1, 1), teacher.heatmap.movedim(-1, 1)
+        )
     if cfg.gt_weight and targets is not None:
         labelled = (targets[..., 2] > 0).float()
         if labelled.sum() > 0:
@@ -200,17 +219,52 @@ def _lr_at(cfg: RecoveryConfig, step: int, elapsed: float) -> float:
     return cfg.lr * warmup * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
 
 
-def _holdout_loss(
-    student: torch.nn.Module, cache: _TeacherCache, idx: np.ndarray, cfg: RecoveryConfig
+def holdout_error_px(
+    student: torch.nn.Module, cache: _TeacherCache, idx: np.ndarray, batch_size: int = 16
 ) -> float:
+    """Mean distance (crop px) of the 33 body landmarks to the teacher's on crops ``idx``,
+    weighted by the teacher's visibility probability."""
     was_training = student.training
     student.eval()
+    total = weight = 0.0
     with torch.no_grad():
-        loss = float(
-            distill_loss(pose_outputs(student(cache.crops.tensor(idx))), cache.get(idx), cfg)
-        )
+        for start in range(0, len(idx), batch_size):
+            part = idx[start : start + batch_size]
+            s = pose_outputs(student(cache.crops.tensor(part))).landmarks
+            t = cache.get(part).landmarks
+            vis = torch.sigmoid(t[:, :NUM_BODY_LANDMARKS, 3])
+            dist = (s[:, :NUM_BODY_LANDMARKS, :2] - t[:, :NUM_BODY_LANDMARKS, :2]).norm(dim=-1)
+            total += float((dist * vis).sum())
+            weight += float(vis.sum())
     student.train(was_training)
-    return loss
+    return total / max(weight, 1e-9)
+
+
+def holdout_split(n: int, cfg: RecoveryConfig) -> tuple[int, np.ndarray]:
+    """(number of training crops, held-out crop indices): the last ``guard_crops`` crops, at
+    most a quarter of the set (crops come grouped by source person, so the tail is mostly other
+    people than the training crops)."""
+    held = min(cfg.guard_crops, n // 4)
+    return n - held, np.arange(n - held, n)
+
+
+class _Taps:
+    """Block outputs both teacher and student compute with the same shape (feature targets)."""
+
+    def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module, cfg: RecoveryConfig):
+        names = block_outputs(teacher) if cfg.feature_weight else ()
+        self.names = tuple(n for n in names if n in set(block_outputs(student)))
+        self.student, self.teacher = student, teacher
+        if cfg.feature_weight and not self.names:
+            logger.warning("feature_weight set but the models share no block outputs: ignored")
+
+    def loss(
+        self, student_feats: dict[str, torch.Tensor], teacher_feats: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        same = {
+            n: t for n, t in teacher_feats.items() if student_feats[n].shape == t.shape
+        }
+        return feature_loss(student_feats, same)
 
 
 def train_distill(
@@ -233,12 +287,14 @@ def train_distill(
         {"arch": _arch_signature(student), "cfg": cfg.model_dump(), "n": len(crops)}
     )
     step, elapsed_before = 0, 0.0
+    best: dict[str, Any] | None = None  # held-out score, step and weights of the best so far
     if ckpt_path is not None and ckpt_path.exists():
         saved = torch.load(ckpt_path, weights_only=True)
         if saved.get("fingerprint") == fingerprint:
             student.load_state_dict(saved["student"])
             optimizer.load_state_dict(saved["optimizer"])
             step, elapsed_before = int(saved["step"]), float(saved["elapsed_s"])
+            best = saved.get("best")
             logger.info("resuming distillation from step %d", step)
         else:
             logger.warning("ignoring checkpoint %s: different student or config", ckpt_path)
@@ -246,11 +302,21 @@ def train_distill(
     cache = _TeacherCache(teacher, crops)
     targets = torch.from_numpy(crops.targets) if crops.targets is not None else None
     augment_online = cfg.online_augment and not (cfg.gt_weight and targets is not None)
-    guard_idx = np.arange(min(cfg.guard_crops, len(crops)))
-    guard: tuple[float, dict[str, torch.Tensor]] | None = None
-    if len(guard_idx) and step == 0:
-        initial = {k: v.detach().clone() for k, v in student.state_dict().items()}
-        guard = (_holdout_loss(student, cache, guard_idx, cfg), initial)
+    num_train, holdout_idx = holdout_split(len(crops), cfg)
+    taps = _Taps(student, teacher, cfg)
+
+    def score(at_step: int) -> None:
+        nonlocal best
+        if not len(holdout_idx):
+            return
+        error = holdout_error_px(student, cache, holdout_idx)
+        if best is None or error < best["px"]:
+            start_px = error if best is None else best["start_px"]
+            state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+            best = {"px": error, "step": at_step, "state": state, "start_px": start_px}
+
+    if step == 0:
+        score(0)
     start = time.monotonic()
     first_loss = last_loss = float("nan")
     stopped_by = "steps"
@@ -264,20 +330,27 @@ def train_distill(
             stopped_by = "cancelled"
             break
         rng = np.random.default_rng([cfg.seed, step])
-        idx = rng.choice(len(crops), size=min(cfg.batch_size, len(crops)), replace=False)
+        idx = rng.choice(num_train, size=min(cfg.batch_size, num_train), replace=False)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(cfg, step, elapsed)
-        if augment_online:
-            batch = random_augment(crops.tensor(idx), rng)
-            with torch.no_grad():
-                teacher_out = pose_outputs(teacher(batch))
-        else:
-            batch = crops.tensor(idx)
-            teacher_out = cache.get(idx)
-        student_out = pose_outputs(student(batch))
+        with feature_taps(teacher, taps.names) as teacher_feats:
+            if augment_online:
+                batch = random_augment(crops.tensor(idx), rng)
+                with torch.no_grad():
+                    teacher_out = pose_outputs(teacher(batch))
+            else:
+                batch = crops.tensor(idx)
+                teacher_out = cache.get(idx)
+                if taps.names:
+                    with torch.no_grad():
+                        teacher(batch)
+        with feature_taps(student, taps.names) as student_feats:
+            student_out = pose_outputs(student(batch))
         loss = distill_loss(
             student_out, teacher_out, cfg, None if targets is None else targets[idx]
         )
+        if taps.names:
+            loss = loss + cfg.feature_weight * taps.loss(student_feats, teacher_feats)
         if not torch.isfinite(loss):
             raise CompressionError(f"distillation diverged at step {step} (loss {loss.item()})")
         optimizer.zero_grad(set_to_none=True)
@@ -287,6 +360,8 @@ def train_distill(
         last_loss = float(loss.item())
         if step == resumed_from + 1:
             first_loss = last_loss
+        if step % cfg.eval_every == 0:
+            score(step)
         if progress is not None:
             budget_frac = elapsed / cfg.time_budget_s if cfg.time_budget_s else 0.0
             progress(
@@ -302,17 +377,23 @@ def train_distill(
                     "optimizer": optimizer.state_dict(),
                     "step": step,
                     "elapsed_s": elapsed_before + time.monotonic() - start,
+                    "best": best,
                 },
             )
     student.eval()
-    if guard is not None and stopped_by != "cancelled":
-        after = _holdout_loss(student, cache, guard_idx, cfg)
-        if after > guard[0]:
-            logger.warning(
-                "distillation made the guard crops worse (%.3f -> %.3f): restored", guard[0], after
+    if best is not None and stopped_by != "cancelled":
+        if step % cfg.eval_every:
+            score(step)
+        if best["step"] != step:
+            logger.info(
+                "keeping the weights of step %d (held-out %.2f px, start %.2f px)",
+                best["step"],
+                best["px"],
+                best["start_px"],
             )
-            student.load_state_dict(guard[1])
-            stopped_by += "+restored"
+            student.load_state_dict(best["state"])
+            if best["step"] == 0:
+                stopped_by += "+restored"
     if ckpt_path is not None and stopped_by != "cancelled" and ckpt_path.exists():
         ckpt_path.unlink()
     stats = DistillStats(
@@ -322,6 +403,9 @@ def train_distill(
         last_loss,
         elapsed_before + time.monotonic() - start,
         stopped_by,
+        None if best is None else float(best["start_px"]),
+        None if best is None else float(best["px"]),
+        None if best is None else int(best["step"]),
     )
     logger.info("distillation done: %s", stats)
     return stats

@@ -5,6 +5,11 @@ Each decomposed layer is replaced IN ITS PARENT by an ``nn.Sequential`` of plain
 a layer is skipped when its factorization would not save at least ``min_saving`` of its parameters.
 Ranks come from the retained spectral energy per layer (``energy``) or from one energy threshold
 shared by every layer and searched so that the whole model fits ``params_ratio``.
+
+With ``basis="activations"`` the output basis of each factorization (and the spectrum its rank is
+read from) comes from the layer's output second moment on a few crops instead of its weights: the
+rank-r layer that best reproduces the layer's actual outputs (``W' = U_r U_r^T W`` with ``U`` the
+eigenvectors of ``E[(Wx)(Wx)^T]``), so directions the data never excites cost no rank.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class _Candidate:
     name: str
     module: nn.Conv2d | nn.Linear
     spectra: list[torch.Tensor]  # singular values: [S] for SVD, [S_out, S_in] for Tucker-2
+    #: orthonormal output basis (out, out), strongest first; None = the weights' own SVD
+    out_basis: torch.Tensor | None = None
 
     @property
     def params(self) -> int:
@@ -58,6 +65,40 @@ class _Candidate:
 def _rank_for_energy(singular: torch.Tensor, energy: float) -> int:
     cumulative = torch.cumsum(singular**2, 0) / (singular**2).sum().clamp_min(1e-12)
     return int(min(int((cumulative < energy).sum().item()) + 1, len(singular)))
+
+
+@torch.no_grad()
+def output_moments(
+    model: nn.Module, names: list[str], images: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Per layer name: the second moment (out, out) of its output without bias, over every
+    output pixel of ``images`` (float64)."""
+    modules = dict(model.named_modules())
+    moments: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name in names:
+
+        def accumulate(mod: nn.Module, inp: Any, out: torch.Tensor, key: str = name) -> None:
+            bias = getattr(mod, "bias", None)
+            y = out if bias is None else out - bias.reshape(1, -1, *([1] * (out.dim() - 2)))
+            flat = y.movedim(1, -1).reshape(-1, y.shape[1]).double()
+            moments[key] = moments.get(key, 0) + flat.T @ flat
+
+        hooks.append(modules[name].register_forward_hook(accumulate))
+    try:
+        model.eval()(images)
+    finally:
+        for h in hooks:
+            h.remove()
+    return moments
+
+
+def _activation_basis(cand: _Candidate, moment: torch.Tensor) -> None:
+    """Replace the output spectrum and basis of ``cand`` by those of its output moment."""
+    eigvals, eigvecs = torch.linalg.eigh(moment)
+    order = torch.argsort(eigvals, descending=True)
+    cand.spectra[0] = eigvals[order].clamp_min(0).sqrt().float()
+    cand.out_basis = eigvecs[:, order].float()
 
 
 def _candidates(model: nn.Module, cfg: LowRankConfig) -> list[_Candidate]:
@@ -115,11 +156,17 @@ def _pair(value: Any) -> tuple[int, int]:
     return (int(value[0]), int(value[1]))
 
 
-def _svd_layers(module: nn.Conv2d | nn.Linear, rank: int) -> nn.Sequential:
+def _svd_layers(
+    module: nn.Conv2d | nn.Linear, rank: int, out_basis: torch.Tensor | None = None
+) -> nn.Sequential:
     w = module.weight.detach()
-    u, s, vh = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)
-    root = s[:rank].sqrt()
-    first_w, second_w = root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
+    flat = w.reshape(w.shape[0], -1)
+    if out_basis is None:
+        u, s, vh = torch.linalg.svd(flat, full_matrices=False)
+        root = s[:rank].sqrt()
+        first_w, second_w = root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
+    else:  # project the outputs onto the data's strongest directions
+        first_w, second_w = out_basis[:, :rank].T @ flat, out_basis[:, :rank]
     first: nn.Linear | nn.Conv2d
     second: nn.Linear | nn.Conv2d
     if isinstance(module, nn.Linear):
@@ -142,9 +189,15 @@ def _svd_layers(module: nn.Conv2d | nn.Linear, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second)
 
 
-def _tucker2_layers(conv: nn.Conv2d, r_out: int, r_in: int) -> nn.Sequential:
+def _tucker2_layers(
+    conv: nn.Conv2d, r_out: int, r_in: int, out_basis: torch.Tensor | None = None
+) -> nn.Sequential:
     w = conv.weight.detach()
-    u_out = torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)[0][:, :r_out]
+    u_out = (
+        torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)[0]
+        if out_basis is None
+        else out_basis
+    )[:, :r_out]
     u_in = torch.linalg.svd(w.transpose(0, 1).reshape(w.shape[1], -1), full_matrices=False)[0][
         :, :r_in
     ]
@@ -168,9 +221,19 @@ def _tucker2_layers(conv: nn.Conv2d, r_out: int, r_in: int) -> nn.Sequential:
     return nn.Sequential(reduce, spatial, expand)
 
 
-def decompose(model: nn.Module, cfg: LowRankConfig, total_params: int) -> dict[str, Any]:
-    """Factorize ``model`` IN PLACE as ``cfg`` says; returns the plan (layer -> ranks)."""
+def decompose(
+    model: nn.Module, cfg: LowRankConfig, total_params: int, images: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """Factorize ``model`` IN PLACE as ``cfg`` says; returns the plan (layer -> ranks).
+
+    ``images`` (a few input crops) are needed for ``cfg.basis == "activations"``."""
     cands = _candidates(model, cfg)
+    if cfg.basis == "activations":
+        if images is None:
+            raise CompressionError("low-rank basis 'activations' needs input crops")
+        moments = output_moments(model, [c.name for c in cands], images)
+        for c in cands:
+            _activation_basis(c, moments[c.name])
     energy = (
         float(cfg.energy) if cfg.energy is not None else _search_energy(cands, cfg, total_params)
     )
@@ -178,11 +241,12 @@ def decompose(model: nn.Module, cfg: LowRankConfig, total_params: int) -> dict[s
     by_name = {c.name: c for c in cands}
     for name, ranks in plan.items():
         module = by_name[name].module
+        basis = by_name[name].out_basis
         if len(ranks) == 1:
-            replacement = _svd_layers(module, ranks[0])
+            replacement = _svd_layers(module, ranks[0], basis)
         else:
             assert isinstance(module, nn.Conv2d)
-            replacement = _tucker2_layers(module, ranks[0], ranks[1])
+            replacement = _tucker2_layers(module, ranks[0], ranks[1], basis)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, replacement)
     return {"energy": energy, "layers": {n: r for n, r in plan.items()}, "candidates": len(cands)}
@@ -214,7 +278,8 @@ def lowrank(model: Any, config: LowRankConfig, data: CompressionData) -> Compres
     example = example_input(data.train)
     macs0, params0 = count_macs_params(student, example)
     with torch.no_grad():
-        plan = decompose(student, config, params0)
+        crops = data.train.tensor(data.train.spread(config.refit_crops))
+        plan = decompose(student, config, params0, crops)
     if not plan["layers"]:
         logger.warning(
             "low-rank: no layer saves %.0f%% of its parameters; model unchanged",

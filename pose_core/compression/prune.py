@@ -189,6 +189,79 @@ def _taylor_gradients(model: nn.Module, crops: CropSet, cfg: PruneConfig) -> Non
             p.grad = torch.zeros_like(p)
 
 
+def _silenced_error(
+    model: nn.Module, group: Any, channels: torch.Tensor, images: torch.Tensor, ref: torch.Tensor
+) -> float | None:
+    """Landmark error (crop px, 33 body points) vs ``ref`` with ``channels`` of ``group``
+    silenced: their input weights in the group's dense consumer convs zeroed, which is what
+    removing them does to a block-internal group (None when the group has no such consumer)."""
+    consumers = {
+        id(dep.target.module): dep.target.module
+        for dep, _ in group
+        if getattr(dep.handler, "__name__", "") == "prune_in_channels"
+        and isinstance(dep.target.module, nn.Conv2d)
+        and dep.target.module.groups == 1
+        and dep.target.module.in_channels > int(channels.max())
+    }
+    if not consumers:
+        return None
+    saved = {key: conv.weight.detach().clone() for key, conv in consumers.items()}
+    try:
+        with torch.no_grad():
+            for conv in consumers.values():
+                conv.weight[:, channels] = 0.0
+            out = pose_outputs(model(images)).landmarks[:, :33, :2]
+    finally:
+        with torch.no_grad():
+            for key, conv in consumers.items():
+                conv.weight.copy_(saved[key])
+    return float((out - ref).norm(dim=-1).mean())
+
+
+def _sensitivity_ratios(
+    model: nn.Module,
+    pruner: Any,
+    importance: Callable[..., Any],
+    crops: CropSet,
+    cfg: PruneConfig,
+) -> dict[nn.Module, float]:
+    """Per-group final pruning ratios from each group's sensitivity: the landmark error when
+    its least important half is silenced alone. Ratios scale with 1 / error (square-rooted),
+    the least sensitive group at ``0.9``, so the iterative schedule prunes the insensitive
+    groups first and the sensitive ones least."""
+    images = crops.tensor(crops.spread(cfg.sensitivity_crops))
+    with torch.no_grad():
+        ref = pose_outputs(model(images)).landmarks[:, :33, :2]
+    errors: dict[int, tuple[list[nn.Module], float]] = {}
+    for group in pruner.DG.get_all_groups(
+        ignored_layers=pruner.ignored_layers, root_module_types=pruner.root_module_types
+    ):
+        scores = importance(group)
+        if scores is None or len(scores) < 2:
+            continue
+        channels = torch.argsort(scores)[: len(scores) // 2]
+        error = _silenced_error(model, group, channels, images, ref)
+        if error is not None:
+            members: list[nn.Module] = [
+                dep.target.module for dep, _ in group if isinstance(dep.target.module, nn.Conv2d)
+            ]
+            errors[id(group[0].dep.target.module)] = (members, max(error, 1e-6))
+    if not errors:
+        return {}
+    least = min(e for _, e in errors.values())
+    ratios: dict[nn.Module, float] = {}
+    for members, error in errors.values():
+        for module in members:
+            ratios[module] = 0.9 * (least / error) ** 0.5
+    logger.info(
+        "pruning sensitivity of %d groups: %.2f-%.2f px",
+        len(errors),
+        least,
+        max(e for _, e in errors.values()),
+    )
+    return ratios
+
+
 def prune_channels(model: nn.Module, cfg: PruneConfig, crops: CropSet) -> dict[str, Any]:
     """Prune ``model`` IN PLACE as ``cfg`` says; returns what was done (no recovery here)."""
     example = example_input(crops)
@@ -211,18 +284,28 @@ def prune_channels(model: nn.Module, cfg: PruneConfig, crops: CropSet) -> dict[s
     )
     macs0, params0 = count_macs_params(model, example)
     iterative = cfg.target_macs_ratio is not None
-    pruner = tp.pruner.MetaPruner(
-        model,
-        example,
-        importance=importance,
-        global_pruning=cfg.global_pruning,
-        pruning_ratio=0.9 if iterative else float(cfg.ratio or 0.0),
-        iterative_steps=45 if iterative else 1,
-        ignored_layers=ignored,
-        round_to=cfg.round_to,
-        customized_pruners={ChannelPad: pad_pruner},
-    )
-    _install_pad_mappings(pruner.DG, pads)
+
+    def make_pruner(ratios: dict[nn.Module, float] | None = None) -> Any:
+        pruner = tp.pruner.MetaPruner(
+            model,
+            example,
+            importance=importance,
+            global_pruning=cfg.global_pruning,
+            pruning_ratio=0.9 if iterative else float(cfg.ratio or 0.0),
+            pruning_ratio_dict=ratios,
+            iterative_steps=45 if iterative else 1,
+            ignored_layers=ignored,
+            round_to=cfg.round_to,
+            customized_pruners={ChannelPad: pad_pruner},
+        )
+        _install_pad_mappings(pruner.DG, pads)
+        return pruner
+
+    pruner = make_pruner()
+    if cfg.allocation == "sensitivity":
+        if not iterative:
+            raise CompressionError("allocation 'sensitivity' needs target_macs_ratio")
+        pruner = make_pruner(_sensitivity_ratios(model, pruner, importance, crops, cfg))
     convs = {
         name: m
         for name, m in model.named_modules()

@@ -97,7 +97,8 @@ def test_lowrank_reduces_params_and_is_exact_on_low_rank_weights() -> None:
     reference = _outputs(model, x)
     _, params0 = count_macs_params(model, x[:1])
 
-    plan = decompose(model, LowRankConfig(energy=0.99999, params_ratio=None, round_to=1), params0)
+    cfg = LowRankConfig(energy=0.99999, params_ratio=None, round_to=1, basis="weights")
+    plan = decompose(model, cfg, params0)
 
     assert {"b2_conv", "b2_pw"} <= set(plan["layers"])
     assert isinstance(model.get_submodule("b2_conv"), nn.Sequential)
@@ -110,7 +111,7 @@ def test_lowrank_meets_a_global_parameter_budget() -> None:
     model = tiny_pose_model()
     x = random_crops(1).tensor([0])
     _, params0 = count_macs_params(model, x)
-    decompose(model, LowRankConfig(params_ratio=0.6), params0)
+    decompose(model, LowRankConfig(params_ratio=0.6, basis="weights"), params0)
     assert count_macs_params(model, x)[1] <= 0.6 * params0
 
 
