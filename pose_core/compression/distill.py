@@ -362,12 +362,8 @@ def train_distill(
             first_loss = last_loss
         if step % cfg.eval_every == 0:
             score(step)
-        if progress is not None:
-            budget_frac = elapsed / cfg.time_budget_s if cfg.time_budget_s else 0.0
-            progress(
-                min(max(step / max(cfg.steps, 1), budget_frac), 1.0),
-                f"distill step {step} loss {last_loss:.3f}",
-            )
+        # saved before the step is reported: a progress message never names a step that a
+        # resumed job would have to redo
         if ckpt_path is not None and step % cfg.checkpoint_every == 0:
             _save_checkpoint(
                 ckpt_path,
@@ -379,6 +375,12 @@ def train_distill(
                     "elapsed_s": elapsed_before + time.monotonic() - start,
                     "best": best,
                 },
+            )
+        if progress is not None:
+            budget_frac = elapsed / cfg.time_budget_s if cfg.time_budget_s else 0.0
+            progress(
+                min(max(step / max(cfg.steps, 1), budget_frac), 1.0),
+                f"distill step {step} loss {last_loss:.3f}",
             )
     student.eval()
     if best is not None and stopped_by != "cancelled":
