@@ -64,7 +64,11 @@ def server(blazepose_assets: Any) -> Iterator[tuple[httpx.Client, str]]:
     runs it) and the labelled dev subset."""
     folder = short_tmp_dir("pc-cmp-")
     data_dir = folder / "data"
-    env = {"POSECOMPRESS_IMPORT_DEFAULT": "false", "POSECOMPRESS_ORT_THREADS": "1"}
+    env = {
+        "POSECOMPRESS_IMPORT_DEFAULT": "false",
+        "POSECOMPRESS_ORT_THREADS": "1",
+        "POSECOMPRESS_MAX_TRAINING_STEPS": "100000",  # the cancel test's long distillation
+    }
     files = export_tiny_graph_model(folder / "tiny")
     try:
         with live_server(data_dir, env=env) as live:
