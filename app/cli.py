@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "app.commands.models",
     "app.commands.eval",
     "app.commands.compress",
+    "app.commands.optimize",
 ]
 
 

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.route_index import allowed_methods
 from model_store.errors import (
     ArtifactIntegrityError,
     ConflictError,
@@ -113,12 +114,16 @@ async def _domain_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(*fields)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
     detail = None if isinstance(exc.detail, str) else exc.detail
-    return error_response(exc.status_code, code, message, detail, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's own names only the first route matching the path
+        headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+    return error_response(exc.status_code, code, message, detail, headers=headers)
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -129,7 +134,11 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal_error", "internal server error")
+    # Starlette re-raises the error after this response, and the server then drops the
+    # connection: say so, so keep-alive clients do not see a reset.
+    return error_response(
+        500, "internal_error", "internal server error", headers={"Connection": "close"}
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.routes import compression, datasets, health, jobs, models, predict, ui, versions
+from app.auth import ApiKeyMiddleware
+from app.embedded.worker_status import worker_status
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
 from app.settings import Settings, get_settings
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_uncompressed_bytes=settings.max_dataset_uncompressed_bytes,
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
+            max_annotations_bytes=settings.max_annotations_bytes,
         )
         app.state.store = open_store(
             settings.effective_database_url, settings.resolved_data_dir, limits=limits
@@ -56,10 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(worker_status=lambda: worker_status(settings))
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(ApiKeyMiddleware, settings=settings)  # before the size limit and the body
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -18,6 +18,20 @@ def flatten(report: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def with_intervals(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``flat`` plus one text cell ``P`` = ``"[low, high]"`` for every confidence interval
+    flattened as ``P.low`` / ``P.high`` / ``P.level`` (e.g. ``accuracy.ap_ci``)."""
+    cells = dict(flat)
+    for key, level in flat.items():
+        if not key.endswith(".level"):
+            continue
+        prefix = key.removesuffix(".level")
+        low, high = flat.get(f"{prefix}.low"), flat.get(f"{prefix}.high")
+        if is_number(low) and is_number(high) and is_number(level):
+            cells[prefix] = f"[{low:.3f}, {high:.3f}]"
+    return cells
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -34,8 +48,9 @@ def ratios(row: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, flo
 def compare_rows(
     reports: Sequence[tuple[int, Mapping[str, Any] | None]],
 ) -> tuple[list[str], list[tuple[int, dict[str, Any], dict[str, float]]]]:
-    """(sorted union of columns, one ``(version, fields, ratios vs the first)`` per report)."""
-    flats = [(number, flatten(report or {})) for number, report in reports]
+    """(sorted union of columns, one ``(version, fields, ratios vs the first)`` per report);
+    each confidence interval also has a text column (:func:`with_intervals`)."""
+    flats = [(number, with_intervals(flatten(report or {}))) for number, report in reports]
     columns = sorted({key for _, flat in flats for key in flat})
     base = flats[0][1] if flats else {}
     return columns, [(number, flat, ratios(flat, base)) for number, flat in flats]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model_store import DatasetInfo, JobInfo, ModelInfo, VersionInfo
+from model_store.records import MAX_VERSION_NUMBER
 
 
 class ErrorBody(BaseModel):
@@ -18,6 +19,14 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+#: Answers of any route that reads a body: 400 when it does not parse (malformed JSON or
+#: multipart), 413 past ``MAX_UPLOAD_BYTES``.
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse},
+    413: {"model": ErrorResponse},
+}
 
 
 class ArtifactPublic(BaseModel):
@@ -69,6 +78,7 @@ class ModelPublic(BaseModel):
     latest: int | None
     version_count: int
     aliases: dict[str, int]
+    default: int | None = Field(description="what /predict serves when no version is given")
 
     @classmethod
     def of(cls, info: ModelInfo) -> ModelPublic:
@@ -84,13 +94,13 @@ class ModelUploaded(BaseModel):
 
 
 class AliasUpdate(BaseModel):
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=MAX_VERSION_NUMBER)
 
 
 class ExportRequest(BaseModel):
     optimization: Literal["disable", "basic", "extended"] = "basic"
     verify_samples: int = Field(default=16, ge=1, le=100_000)
-    tolerance: float = Field(default=1e-4, gt=0)
+    tolerance: float = Field(default=1e-4, gt=0, allow_inf_nan=False)
 
 
 class JobPublic(BaseModel):
@@ -149,22 +159,60 @@ class DatasetPublic(BaseModel):
 
 
 class HealthPublic(BaseModel):
-    status: str
-    checks: dict[str, str] = Field(default_factory=dict)
+    status: Literal["ok"]
 
 
-class CompressRequest(BaseModel):
-    """Body of ``POST /models/{name}/versions/{v}/compress``. Each recipe step is a method
-    config ``{"method": "quantize" | "prune" | "lowrank" | "distill", ...fields}``."""
+class ReadyPublic(BaseModel):
+    status: Literal["ready", "degraded"]
+    """``degraded``: the database and broker answer but the supervised worker is down."""
+    checks: dict[str, str]
 
-    recipe: list[dict[str, Any]] = Field(min_length=1, max_length=16)
+
+class CropOptions(BaseModel):
+    """Datasets and crop options shared by the compress and optimize requests."""
+
     dataset: str = Field(description="training / calibration dataset id")
     eval_dataset: str | None = Field(default=None, description="labelled dataset id for AP/PCK")
-    keep_intermediate: bool = Field(default=False, description="a version for every step")
     augment_copies: int = Field(default=1, ge=0, le=32, description="augmented copies per crop")
     max_crops: int | None = Field(default=None, ge=1, description="person crops to use")
     latency_rounds: int = Field(default=100, ge=1, le=1000)
-    seed: int = 0
+    holdout_fraction: float = Field(
+        default=0.2, gt=0, lt=1, description="images held out of every step for the budget checks"
+    )
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+
+class CompressRequest(CropOptions):
+    """Body of ``POST /models/{name}/versions/{v}/compress``. Each recipe step is a method
+    config ``{"method": "quantize" | "prune" | "lowrank" | "distill", ...fields}``, with an
+    optional ``budget`` (``pose_core.compression.configs.Budget``)."""
+
+    recipe: list[dict[str, Any]] = Field(min_length=1, max_length=16)
+    keep_intermediate: bool = Field(default=False, description="a version for every step")
+    promote: bool = Field(
+        default=False, description="move alias 'default' to the result if it is within budget"
+    )
+
+
+class OptimizeRequest(CropOptions):
+    """Body of ``POST /models/{name}/versions/{v}/optimize``: one accuracy target."""
+
+    objective: Literal["latency", "size"] = "latency"
+    max_ap_loss: float | None = Field(
+        default=None, gt=0, lt=1, description="AP on eval_dataset (labelled) vs the parent"
+    )
+    min_oks_vs_parent: float | None = Field(
+        default=None, gt=0, le=1, description="mean OKS vs the parent on held-out crops"
+    )
+    time_budget_s: float = Field(default=1800, ge=10, le=24 * 3600)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> OptimizeRequest:
+        if (self.max_ap_loss is None) == (self.min_oks_vs_parent is None):
+            raise ValueError("set exactly one of max_ap_loss and min_oks_vs_parent")
+        if self.max_ap_loss is not None and self.eval_dataset is None:
+            raise ValueError("max_ap_loss needs eval_dataset (a labelled dataset)")
+        return self
 
 
 class EvaluateRequest(BaseModel):
@@ -188,3 +236,6 @@ class CompareTable(BaseModel):
     baseline: int
     columns: list[str]
     rows: list[CompareRow]
+    pareto: dict[str, Any] | None = Field(
+        default=None, description="the candidate table of the optimize job given as ?job="
+    )

@@ -33,12 +33,16 @@ class Settings(BaseSettings):
 
     api_key: str | None = None
     """When set, every write endpoint requires the ``X-API-Key`` header."""
+    predict_requires_key: bool = True
+    """With ``api_key`` set, the predict POSTs need the key too (false: they are open)."""
 
     max_upload_bytes: int = Field(default=512 * MIB, ge=1)
     max_image_bytes: int = Field(default=20 * MIB, ge=1)
     max_image_pixels: int = Field(default=50_000_000, ge=1)
     max_dataset_members: int = Field(default=20_000, ge=1)
     max_dataset_uncompressed_bytes: int = Field(default=2048 * MIB, ge=1)
+    max_annotations_bytes: int = Field(default=64 * MIB, ge=1)
+    """A dataset's ``annotations.json``, uncompressed (it is parsed in the API process)."""
 
     ort_threads: int = Field(default=2, ge=1)
     session_cache_size: int = Field(default=4, ge=1)
@@ -47,8 +51,10 @@ class Settings(BaseSettings):
     asset_dir: Path | None = None
     """Cache of the mediapipe wheel / BlazePose ``.tflite`` files; default ``data_dir/assets``."""
 
-    task_time_limit: int = Field(default=3 * 3600, ge=1)
+    task_time_limit: int = Field(default=3 * 3600, ge=61)
     """Hard Celery time limit per job, seconds (the soft limit is 60 s less)."""
+    max_training_steps: int = Field(default=20_000, ge=0)
+    """Training steps one compression step may ask for (recovery, distill, QAT)."""
     job_max_attempts: int = Field(default=3, ge=1)
     job_heartbeat_s: float = Field(default=5.0, gt=0)
     job_stale_after_s: float = Field(default=60.0, gt=0)
@@ -60,6 +66,11 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """``POSECOMPRESS_API_KEY=`` (e.g. from compose) means "not set"."""
         return None if isinstance(value, str) and value.strip() == "" else value
+
+    @property
+    def soft_time_limit(self) -> int:
+        """Seconds a job may run before Celery asks it to stop; a training time budget fits."""
+        return self.task_time_limit - 60
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -39,7 +39,7 @@ def recipes(recovery: dict[str, Any], qat_steps: int) -> dict[str, list[dict[str
     quantize_qat = {
         "method": "quantize",
         "mode": "int8_static",
-        "max_landmark_error_px": None,
+        "budget": {"max_mean_px": None},
         "num_calibration_crops": 128,
         "qat_steps": qat_steps,
         "qat_learning_rate": recovery["qat_lr"],

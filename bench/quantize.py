@@ -52,7 +52,7 @@ def _ptq(percentile: float, **extra: Any) -> dict[str, Any]:
     return {
         "calibrator": "percentile",
         "percentile": percentile,
-        "max_landmark_error_px": None,
+        "budget": {"max_mean_px": None},
         **extra,
     }
 
@@ -70,12 +70,12 @@ def _qat(percentile: float, steps: int, lr: float, fake_quant: str) -> dict[str,
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fp16_weights": {"mode": "fp16_weights"},
-    "int8_minmax": {"calibrator": "minmax", "max_landmark_error_px": None},
-    "int8_entropy": {"calibrator": "entropy", "num_bins": 1024, "max_landmark_error_px": None},
+    "int8_minmax": {"calibrator": "minmax", "budget": {"max_mean_px": None}},
+    "int8_entropy": {"calibrator": "entropy", "num_bins": 1024, "budget": {"max_mean_px": None}},
     **{f"int8_p{p:g}": _ptq(p) for p in (99.999, 99.99, 99.9, 99.8, 99.5, 99.0)},
     "int8_p99.99_mixed": _ptq(
         99.99,
-        max_landmark_error_px=1.0,
+        budget={"max_mean_px": 1.0},
         num_holdout_crops=12,
         max_fp32_nodes=16,
         num_calibration_crops=128,

@@ -7,28 +7,33 @@ Layout of an accepted zip::
 
 Everything is checked before a dataset is accepted: member names (no absolute paths,
 no ``..``, no backslashes, no symlinks), member count and uncompressed size (counted
-while extracting, not trusted from the zip header), every image decodes with Pillow
-within a pixel limit, and the COCO annotations are consistent (unique ids, references
-resolve, 17x3 keypoints, visibility in {0, 1, 2}, categories declare 17 keypoints).
+while extracting, not trusted from the zip header; ``annotations.json`` has its own cap),
+every image is a JPEG, PNG, WebP or BMP that decodes with Pillow within a pixel limit, and
+the annotations fit :mod:`pose_core.dataset_schema` (the schema the jobs load them with:
+typed, finite values, unique ids, references resolve, 17x3 keypoints) and name images that
+exist with the width and height of their pixels.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from model_store.artifacts import sha256_file
 from model_store.errors import DatasetRejected
 from model_store.records import DatasetSummary
+from pose_core.dataset_schema import (
+    IMAGE_FORMATS,
+    IMAGE_SUFFIXES,
+    CocoFileError,
+    label_sizes,
+    parse_coco,
+)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 ANNOTATIONS = "annotations.json"
-NUM_KEYPOINTS = 17
 _CHUNK = 1024 * 1024
 
 
@@ -38,6 +43,7 @@ class DatasetLimits:
     max_uncompressed_bytes: int = 2 * 1024**3
     max_image_bytes: int = 20 * 1024**2
     max_image_pixels: int = 50_000_000
+    max_annotations_bytes: int = 64 * 1024**2
 
 
 def safe_member_name(name: str) -> PurePosixPath:
@@ -93,11 +99,13 @@ def extract_and_validate(zip_path: Path, dest: Path, limits: DatasetLimits) -> D
             total += _extract_member(archive, info, dest / path, limits, total)
     if not images:
         raise DatasetRejected("the archive has no images/ files")
-    for image in images:
-        _check_image(dest / image, image, limits)
+    sizes = {
+        str(PurePosixPath(*image.parts[1:])): _check_image(dest / image, image, limits)
+        for image in images
+    }
     annotation_count = labelled = 0
     if has_annotations:
-        annotation_count, labelled = _check_annotations(dest / ANNOTATIONS, images)
+        annotation_count, labelled = _check_annotations(dest / ANNOTATIONS, sizes)
     return DatasetSummary(
         image_count=len(images),
         annotation_count=annotation_count,
@@ -116,7 +124,7 @@ def _extract_member(
     total_so_far: int,
 ) -> int:
     is_annotations = target.name == ANNOTATIONS
-    per_file = limits.max_uncompressed_bytes if is_annotations else limits.max_image_bytes
+    per_file = limits.max_annotations_bytes if is_annotations else limits.max_image_bytes
     target.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     try:
@@ -139,7 +147,8 @@ def _extract_member(
     return written
 
 
-def _check_image(path: Path, name: PurePosixPath, limits: DatasetLimits) -> tuple[int, int]:
+def _check_image(path: Path, name: PurePosixPath, limits: DatasetLimits) -> set[tuple[int, int]]:
+    """Decode the image fully; the sizes an annotation may declare for it."""
     import warnings
 
     from PIL import Image
@@ -148,81 +157,44 @@ def _check_image(path: Path, name: PurePosixPath, limits: DatasetLimits) -> tupl
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                if image.format not in IMAGE_FORMATS:
+                    raise DatasetRejected(
+                        f"image {str(name)!r} is {image.format}, not JPEG, PNG, WebP or BMP"
+                    )
                 width, height = image.size
                 if width * height > limits.max_image_pixels:
                     raise DatasetRejected(
                         f"image {str(name)!r} has {width}x{height} pixels, over the limit"
                     )
                 image.load()
+                return label_sizes(image)
     except DatasetRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DatasetRejected(f"image {str(name)!r} is a decompression bomb: {exc}") from exc
     except Exception as exc:  # Pillow raises many types for corrupt data
         raise DatasetRejected(f"image {str(name)!r} does not decode: {exc}") from exc
-    return width, height
 
 
-def _check_annotations(path: Path, images: list[PurePosixPath]) -> tuple[int, int]:
+def _check_annotations(path: Path, sizes: dict[str, set[tuple[int, int]]]) -> tuple[int, int]:
+    """(annotations, labelled images) of an ``annotations.json`` whose images are ``sizes``
+    (relative file name -> the sizes a record may declare)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DatasetRejected(f"annotations.json is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DatasetRejected("annotations.json must be a JSON object")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise DatasetRejected(f"annotations.json: '{key}' must be a list")
-    categories = _ids(data["categories"], "categories")
-    for category in data["categories"]:
-        keypoints = category.get("keypoints")
-        if not isinstance(keypoints, list) or len(keypoints) != NUM_KEYPOINTS:
+        coco = parse_coco(path.read_bytes())
+    except CocoFileError as exc:
+        raise DatasetRejected(str(exc)) from exc
+    for image in coco.images:
+        relative = image.relative_name
+        if relative not in sizes:
+            raise DatasetRejected(f"image {image.id}: file {image.file_name!r} not in images/")
+        if (image.width, image.height) not in sizes[relative]:
+            actual = " or ".join(f"{w}x{h}" for w, h in sorted(sizes[relative]))
             raise DatasetRejected(
-                f"category {category['id']} must declare {NUM_KEYPOINTS} keypoint names"
+                f"image {image.id}: annotations say {image.width}x{image.height}, "
+                f"the file is {actual}"
             )
-    image_ids = _ids(data["images"], "images")
-    present = {str(PurePosixPath(*p.parts[1:])) for p in images}
-    for image in data["images"]:
-        file_name = str(image.get("file_name", ""))
-        relative = file_name.removeprefix("images/")
-        if relative not in present:
-            raise DatasetRejected(f"image {image['id']}: file {file_name!r} not in images/")
-    _ids(data["annotations"], "annotations")
-    labelled: set[Any] = set()
-    for ann in data["annotations"]:
-        ann_id = ann["id"]
-        if ann.get("image_id") not in image_ids:
-            raise DatasetRejected(f"annotation {ann_id}: unknown image_id {ann.get('image_id')!r}")
-        if ann.get("category_id") not in categories:
-            raise DatasetRejected(
-                f"annotation {ann_id}: unknown category_id {ann.get('category_id')!r}"
-            )
-        keypoints = ann.get("keypoints")
-        if (
-            not isinstance(keypoints, list)
-            or len(keypoints) != NUM_KEYPOINTS * 3
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in keypoints)
-        ):
-            raise DatasetRejected(f"annotation {ann_id}: keypoints must be 17x3 numbers")
-        if any(v not in (0, 1, 2) for v in keypoints[2::3]):
-            raise DatasetRejected(f"annotation {ann_id}: visibility flags must be 0, 1 or 2")
-        bbox = ann.get("bbox")
-        if bbox is not None and (not isinstance(bbox, list) or len(bbox) != 4):
-            raise DatasetRejected(f"annotation {ann_id}: bbox must be [x, y, w, h]")
-        if any(v > 0 for v in keypoints[2::3]):
-            labelled.add(ann["image_id"])
-    return len(data["annotations"]), len(labelled)
-
-
-def _ids(items: list[Any], what: str) -> set[Any]:
-    ids: set[Any] = set()
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), int):
-            raise DatasetRejected(f"annotations.json: every entry of '{what}' needs an integer id")
-        if item["id"] in ids:
-            raise DatasetRejected(f"annotations.json: duplicate id {item['id']} in '{what}'")
-        ids.add(item["id"])
-    return ids
+    labelled = {ann.image_id for ann in coco.annotations if any(ann.keypoints[2::3])}
+    return len(coco.annotations), len(labelled)
 
 
 def remove_tree(path: Path) -> None:

@@ -8,12 +8,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import create_engine, event, insert, select, text
+from sqlalchemy import create_engine, event, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from model_store.errors import SchemaVersionError
-from model_store.tables import SCHEMA_VERSION, Base, SchemaInfo
+from model_store.tables import MIGRATABLE_FROM, SCHEMA_VERSION, Base, SchemaInfo
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +65,12 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
-    def init_schema(self) -> None:
-        """Create missing tables, stamp a new database, refuse a foreign schema version."""
+    def init_schema(self) -> int:
+        """Create missing tables, stamp a new database, refuse a foreign schema version.
+
+        Returns the version the database was stamped with (:data:`SCHEMA_VERSION` for a new
+        one); below it, the caller runs the data migrations and then :meth:`stamp_schema`.
+        """
         with self.engine.begin() as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY})
@@ -75,11 +79,19 @@ class Database:
             if stamped is None:
                 conn.execute(insert(SchemaInfo).values(id=1, version=SCHEMA_VERSION))
                 logger.info("created metadata schema version %d", SCHEMA_VERSION)
-            elif stamped != SCHEMA_VERSION:
+                return SCHEMA_VERSION
+            if not MIGRATABLE_FROM <= stamped <= SCHEMA_VERSION:
                 raise SchemaVersionError(
                     f"database schema version {stamped} != supported {SCHEMA_VERSION}; "
                     "migrate or use a fresh data directory"
                 )
+            return int(stamped)
+
+    def stamp_schema(self, version: int) -> None:
+        """Record that the database now holds schema ``version`` (after a migration)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(SchemaInfo).where(SchemaInfo.id == 1).values(version=version))
+        logger.info("metadata schema migrated to version %d", version)
 
     def ping(self) -> None:
         """Raise if the database is unreachable."""

@@ -1,21 +1,26 @@
 """What serving a version needs, read from the store's metadata alone (no model building).
 
 A version made by a job inherits the manifest and the ``detector`` artifact of its nearest
-ancestor that has them; a model with no detector in its lineage uses the built-in model's
+ancestor that has them; a version with no detector in its lineage uses the built-in model's
 detector. :func:`served_version` gathers that into a :class:`ServedVersion`, which the API
-(``app.serving.predictor``) and the jobs (``workers.version_pipeline``) turn into runners.
+(``app.serving.predictor``) and the jobs (``workers.version_pipeline``) turn into runners;
+:func:`check_servable` is what the registry asks before a version may be a model's
+``default``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model_store.artifacts import Blob
 from model_store.errors import NoDetectorError, NotFoundError, NotServableError
-from model_store.records import VersionInfo
-from model_store.store import Store
+from model_store.records import DEFAULT, VersionInfo
 from pose_core.builtin import BUILTIN_MODEL_NAME, ROLE_DETECTOR, ROLE_MODEL
+
+if TYPE_CHECKING:  # the registry calls check_servable: no import of it at run time
+    from model_store.registry import ModelRegistry
+    from model_store.store import Store
 
 #: Manifest ``kind`` values a pose pipeline can be assembled from.
 SERVABLE_KINDS = ("blazepose", "heatmap")
@@ -49,10 +54,7 @@ class ServedVersion:
 
 def lineage(store: Store, version: VersionInfo) -> list[VersionInfo]:
     """The version and its ancestors, nearest first."""
-    chain = [version]
-    while chain[-1].parent is not None and len(chain) < MAX_LINEAGE:
-        chain.append(store.models.get_version(version.model, chain[-1].parent))
-    return chain
+    return _chain(store.models, version)
 
 
 def served_version(store: Store, version: VersionInfo) -> ServedVersion:
@@ -63,7 +65,35 @@ def served_version(store: Store, version: VersionInfo) -> ServedVersion:
         NotServableError: no servable manifest ``kind`` in the lineage, or no ``model``
             artifact.
     """
-    chain = lineage(store, version)
+    return _served(store.models, version)
+
+
+def check_servable(models: ModelRegistry, version: VersionInfo) -> ServedVersion:
+    """:func:`served_version`, and its manifest decodes
+    (:func:`pose_core.inference.assemble.check_manifest`): metadata only, nothing runs.
+
+    Raises:
+        NotServableError: why ``version`` cannot serve keypoints.
+    """
+    from pose_core.inference.assemble import ManifestError, check_manifest
+
+    served = _served(models, version)
+    try:
+        check_manifest(served.manifest)
+    except ManifestError as exc:
+        raise NotServableError(f"{version.model} v{version.number}: {exc}") from exc
+    return served
+
+
+def _chain(models: ModelRegistry, version: VersionInfo) -> list[VersionInfo]:
+    chain = [version]
+    while chain[-1].parent is not None and len(chain) < MAX_LINEAGE:
+        chain.append(models.get_version(version.model, chain[-1].parent))
+    return chain
+
+
+def _served(models: ModelRegistry, version: VersionInfo) -> ServedVersion:
+    chain = _chain(models, version)
     manifest = next((dict(v.manifest) for v in chain if v.manifest), {})
     kind = manifest.get("kind")
     if kind not in SERVABLE_KINDS:
@@ -75,16 +105,15 @@ def served_version(store: Store, version: VersionInfo) -> ServedVersion:
         model_artifact = version.artifact(ROLE_MODEL)
     except NotFoundError as exc:
         raise NotServableError(str(exc)) from exc
-    detector = _nearest_detector(chain)
-    if detector is None and version.model != BUILTIN_MODEL_NAME:
-        detector = _builtin_detector(store)
+    detector = _nearest_detector(chain) or _builtin_detector(models)
     return ServedVersion(
         version, manifest, Blob(model_artifact.sha256, model_artifact.size), detector
     )
 
 
 def resolve_served(store: Store, model: str, ref: str | int) -> ServedVersion:
-    """:func:`served_version` of the ready version ``ref`` (number, ``latest`` or alias).
+    """:func:`served_version` of the ready version ``ref`` (number, ``latest``, ``default`` or
+    another alias).
 
     Raises:
         NotFoundError: no such model or ready version.
@@ -101,9 +130,19 @@ def _nearest_detector(chain: list[VersionInfo]) -> Blob | None:
     return None
 
 
-def _builtin_detector(store: Store) -> Blob | None:
+def _builtin_detector(models: ModelRegistry) -> Blob | None:
+    """The built-in model's person detector: its default version's (through its lineage),
+    else that of its first ready version carrying one (the default may be an upload)."""
     try:
-        info = store.models.resolve(BUILTIN_MODEL_NAME, "latest").artifact(ROLE_DETECTOR)
+        default = models.resolve(BUILTIN_MODEL_NAME, DEFAULT)
+    except NotFoundError:
+        default = None
+    if default is not None:
+        found = _nearest_detector(_chain(models, default))
+        if found is not None:
+            return found
+    try:
+        versions = models.list_versions(BUILTIN_MODEL_NAME)
     except NotFoundError:
         return None
-    return Blob(info.sha256, info.size)
+    return _nearest_detector([v for v in versions if v.status == "ready"])

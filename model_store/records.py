@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,26 @@ VERSION_STATUSES = ("pending", "ready", "failed")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 JOB_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 LATEST = "latest"
+#: Version numbers fit the databases' 32-bit integer columns.
+MAX_VERSION_NUMBER = 2**31 - 1
+#: ASCII digits only: ``str.isdigit()`` also accepts "³" (which ``int()`` refuses) and "٣"
+#: (which ``int()`` reads as 3).
+_VERSION_NUMBER = re.compile(r"[0-9]+")
+
+
+def version_number(ref: str | int) -> int | None:
+    """The version number ``ref`` names, or None when ``ref`` is an alias (``latest``
+    included). A number past :data:`MAX_VERSION_NUMBER` is returned as is: it names no
+    version."""
+    if isinstance(ref, int):
+        return ref
+    if not _VERSION_NUMBER.fullmatch(ref):
+        return None
+    digits = ref.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 10 else MAX_VERSION_NUMBER + 1
+#: The alias serving uses when no version is given (stored like a user alias; see
+#: :class:`model_store.registry.ModelRegistry`).
+DEFAULT = "default"
 
 
 @dataclass(frozen=True)
@@ -52,6 +73,7 @@ class ModelInfo:
     latest: int | None
     version_count: int
     aliases: dict[str, int] = field(default_factory=dict)
+    default: int | None = None
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,18 @@ atomically into the blob store and re-verified, then ``ready`` in one transactio
 the two steps leaves a ``pending`` version that recovery marks ``failed``.
 
 ``latest`` is not stored: it always resolves to the highest ``ready`` number.
+
+``default`` (what serving uses when no version is given) is a stored alias that only ever
+points at a servable version (:func:`model_store.lineage.check_servable`). The model's first
+servable version sets it when it becomes ready; after that only :meth:`ModelRegistry.set_alias`
+moves it, whatever versions jobs or uploads add. It cannot be deleted; force-deleting the
+version it points at leaves the model without one until ``set_alias`` names another.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -24,8 +31,23 @@ from sqlalchemy.orm import Session, selectinload
 
 from model_store.artifacts import ArtifactStore, Blob
 from model_store.db import Database
-from model_store.errors import ConflictError, InvalidArgumentError, NotFoundError, StoreError
-from model_store.records import LATEST, ArtifactInfo, ModelInfo, VersionInfo
+from model_store.errors import (
+    ConflictError,
+    InvalidArgumentError,
+    NotFoundError,
+    NotServableError,
+    StoreError,
+)
+from model_store.lineage import check_servable
+from model_store.records import (
+    DEFAULT,
+    LATEST,
+    MAX_VERSION_NUMBER,
+    ArtifactInfo,
+    ModelInfo,
+    VersionInfo,
+    version_number,
+)
 from model_store.tables import AliasRow, ArtifactRow, ModelRow, VersionRow, utcnow
 
 logger = logging.getLogger(__name__)
@@ -58,8 +80,8 @@ class ModelRegistry:
             return self._model_info(s, self._model_row(s, name))
 
     def delete_model(self, name: str, *, force: bool = False) -> None:
-        """Delete a model and all its versions. Without ``force`` only if it has no
-        ready version referenced by a user alias."""
+        """Delete a model and all its versions. Without ``force`` only if it has no alias
+        (``default`` included: a model that serves keypoints needs ``force``)."""
         with self.db.session() as s:
             row = self._model_row(s, name)
             aliases = s.scalars(select(AliasRow.name).where(AliasRow.model_id == row.id)).all()
@@ -147,8 +169,15 @@ class ModelRegistry:
             blob = Blob(info.sha256, info.size)
             self.blobs.verify(blob)
             stored[role] = (info.filename, blob)
+        ready = dataclasses.replace(
+            self.get_version(model, number),
+            status="ready",
+            artifacts=tuple(ArtifactInfo(r, f, b.sha256, b.size) for r, (f, b) in stored.items()),
+        )
+        becomes_default = self._first_servable(ready)
         with self.db.session() as s:
-            row = self._version_row(s, self._model_row(s, model), number, lock=True)
+            model_row = self._model_row(s, model)
+            row = self._version_row(s, model_row, number, lock=True)
             if row.status != "pending":
                 raise ConflictError(f"{model} v{number} is {row.status}, not pending")
             for role, (filename, blob) in stored.items():
@@ -165,6 +194,8 @@ class ModelRegistry:
                 row.report = dict(report)
             row.status = "ready"
             s.flush()
+            if becomes_default:
+                self._add_default(s, model_row, row)
             s.refresh(row)
             return self._version_info(s, row)
 
@@ -229,12 +260,14 @@ class ModelRegistry:
             return self._version_info(s, self._version_row(s, self._model_row(s, model), number))
 
     def resolve(self, model: str, ref: str | int) -> VersionInfo:
-        """A ready version from a number, a numeric string, ``latest`` or a user alias."""
+        """A ready version from a number, a numeric string, ``latest``, ``default`` or a user
+        alias."""
         with self.db.session() as s:
             model_row = self._model_row(s, model)
             row: VersionRow | None
-            if isinstance(ref, int) or str(ref).isdigit():
-                row = self._version_row(s, model_row, int(ref))
+            number = version_number(ref)
+            if number is not None:
+                row = self._version_row(s, model_row, number)
             elif ref == LATEST:
                 row = s.scalars(
                     select(VersionRow)
@@ -248,6 +281,12 @@ class ModelRegistry:
                 alias = s.scalars(
                     select(AliasRow).where(AliasRow.model_id == model_row.id, AliasRow.name == ref)
                 ).first()
+                if alias is None and ref == DEFAULT:
+                    raise NotFoundError(
+                        f"model {model!r} has no default version (none of its versions serves "
+                        "keypoints, or the default's version was deleted): set its 'default' "
+                        "alias, or name a version"
+                    )
                 if alias is None:
                     raise NotFoundError(f"model {model!r} has no version or alias {ref!r}")
                 row = s.get(VersionRow, alias.version_id)
@@ -262,7 +301,9 @@ class ModelRegistry:
         return self.blobs.verify(Blob(info.sha256, info.size))
 
     def delete_version(self, model: str, number: int, *, force: bool = False) -> None:
-        """Delete a version. Children or user aliases -> ConflictError unless ``force``."""
+        """Delete a version. Children or aliases (``default`` included) -> ConflictError unless
+        ``force``; with ``force`` its aliases go with it (a model whose ``default`` went has
+        none until :meth:`set_alias` sets it: no other version is promoted silently)."""
         with self.db.session() as s:
             model_row = self._model_row(s, model)
             row = self._version_row(s, model_row, number, lock=True)
@@ -281,15 +322,28 @@ class ModelRegistry:
                 )
             shas = [a.sha256 for a in row.artifacts]
             s.delete(row)
+        if DEFAULT in aliases:
+            logger.warning("deleted %s v%d, its default: the model has none now", model, number)
         self._collect_garbage(shas)
 
     # ---------------------------------------------------------------- aliases
     def set_alias(self, model: str, alias: str, number: int) -> VersionInfo:
-        """Point ``alias`` at a ready version (creating or moving it in one call)."""
+        """Point ``alias`` at a ready version (creating or moving it in one call).
+
+        ``set_alias(model, DEFAULT, number)`` is how a version is promoted to what serving
+        uses; the version must be servable.
+
+        Raises:
+            NotServableError: ``alias`` is ``default`` and the version cannot serve keypoints.
+        """
         if alias == LATEST:
             raise ConflictError("'latest' is maintained automatically")
         if not ALIAS_RE.match(alias):
             raise InvalidArgumentError(f"invalid alias {alias!r}")
+        if alias == DEFAULT:
+            target = self.get_version(model, number)
+            if target.status == "ready":
+                check_servable(self, target)
         with self.db.session() as s:
             model_row = self._model_row(s, model)
             row = self._version_row(s, model_row, number)
@@ -309,6 +363,10 @@ class ModelRegistry:
     def delete_alias(self, model: str, alias: str) -> None:
         if alias == LATEST:
             raise ConflictError("'latest' is maintained automatically")
+        if alias == DEFAULT:
+            raise ConflictError(
+                f"'default' is what serving uses for {model!r}: move it to another version"
+            )
         with self.db.session() as s:
             model_row = self._model_row(s, model)
             existing = s.scalars(
@@ -318,7 +376,60 @@ class ModelRegistry:
                 raise NotFoundError(f"model {model!r} has no alias {alias!r}")
             s.delete(existing)
 
+    def backfill_defaults(self) -> dict[str, int]:
+        """Give every model without ``default`` its lowest ready servable version, if any
+        (for metadata written before ``default`` existed); returns what was set."""
+        found: dict[str, int] = {}
+        for info in self.list_models():
+            if info.default is not None:
+                continue
+            servable = [v for v in self.list_versions(info.name) if self.is_servable(v)]
+            if servable:
+                with self.db.session() as s:
+                    model_row = self._model_row(s, info.name)
+                    row = self._version_row(s, model_row, servable[0].number)
+                    if self._add_default(s, model_row, row):
+                        found[info.name] = row.number
+        if found:
+            logger.info("default versions set for existing models: %s", found)
+        return found
+
+    def is_servable(self, version: VersionInfo) -> bool:
+        """Whether ``version`` is ready and can serve keypoints (could be the ``default``)."""
+        if version.status != "ready":
+            return False
+        try:
+            check_servable(self, version)
+        except NotServableError:
+            return False
+        return True
+
     # ---------------------------------------------------------------- helpers
+    def _first_servable(self, ready: VersionInfo) -> bool:
+        """Whether ``ready`` (about to be ready) is its model's first servable version and
+        the model has no ``default``."""
+        info = self.get_model(ready.model)
+        if info.default is not None or not self.is_servable(ready):
+            return False
+        others = (v for v in self.list_versions(ready.model) if v.number != ready.number)
+        return not any(self.is_servable(v) for v in others)
+
+    @staticmethod
+    def _add_default(s: Session, model_row: ModelRow, row: VersionRow) -> bool:
+        """Point ``default`` at ``row`` unless the model has one (a concurrent writer may
+        have set it first); returns whether it did."""
+        existing = s.scalars(
+            select(AliasRow.id).where(AliasRow.model_id == model_row.id, AliasRow.name == DEFAULT)
+        ).first()
+        if existing is not None:
+            return False
+        try:
+            with s.begin_nested():
+                s.add(AliasRow(model_id=model_row.id, name=DEFAULT, version_id=row.id))
+        except IntegrityError:
+            return False
+        return True
+
     def _collect_garbage(self, shas: list[str]) -> None:
         """Delete blobs no artifact row references any more."""
         if not shas:
@@ -346,6 +457,8 @@ class ModelRegistry:
 
     @staticmethod
     def _version_row(s: Session, model: ModelRow, number: int, lock: bool = False) -> VersionRow:
+        if not 1 <= number <= MAX_VERSION_NUMBER:  # out of the column's range: no such row
+            raise NotFoundError(f"model {model.name!r} has no version {number}")
         query = select(VersionRow).where(
             VersionRow.model_id == model.id, VersionRow.number == number
         )
@@ -371,6 +484,7 @@ class ModelRegistry:
                 .where(AliasRow.model_id == row.id)
             )
         }
+        default = aliases.get(DEFAULT)
         if latest is not None:
             aliases[LATEST] = latest
         return ModelInfo(
@@ -379,6 +493,7 @@ class ModelRegistry:
             latest=latest,
             version_count=count,
             aliases=aliases,
+            default=default,
         )
 
     def _version_info(self, s: Session, row: VersionRow) -> VersionInfo:

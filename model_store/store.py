@@ -11,6 +11,7 @@ from model_store.datasets import DatasetLimits
 from model_store.db import Database
 from model_store.jobs import JobStore
 from model_store.registry import ModelRegistry
+from model_store.tables import SCHEMA_VERSION
 
 
 @dataclass
@@ -43,11 +44,10 @@ def open_store(
     """Open (and by default create or check) the metadata schema and the data folders."""
     data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(database_url)
-    if init_schema:
-        db.init_schema()
+    stamped = db.init_schema() if init_schema else SCHEMA_VERSION
     blobs = ArtifactStore(data_dir / "artifacts")
     blobs.sweep_temp_files()
-    return Store(
+    store = Store(
         db=db,
         blobs=blobs,
         models=ModelRegistry(db, blobs),
@@ -55,3 +55,14 @@ def open_store(
         datasets=DatasetStore(db, data_dir / "datasets", limits or DatasetLimits()),
         data_dir=data_dir,
     )
+    if stamped < SCHEMA_VERSION:
+        _migrate(store, stamped)
+    return store
+
+
+def _migrate(store: Store, stamped: int) -> None:
+    """Data migrations from schema ``stamped`` (each step is idempotent, so processes that
+    open an old database at the same time all finish it)."""
+    if stamped < 2:
+        store.models.backfill_defaults()  # the lowest ready servable version of each model
+    store.db.stamp_schema(SCHEMA_VERSION)

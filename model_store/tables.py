@@ -1,7 +1,8 @@
 """SQLAlchemy 2 ORM tables. One schema for SQLite and PostgreSQL.
 
-Bump :data:`SCHEMA_VERSION` whenever a table changes; :mod:`model_store.db` refuses to
-open a database stamped with another version.
+Bump :data:`SCHEMA_VERSION` whenever a table changes or stored data needs a migration;
+:mod:`model_store.db` refuses a database stamped with a version it cannot migrate, and
+:func:`model_store.store.open_store` runs the data migrations.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 1
+#: 2: every model with a servable version has a ``default`` alias (same tables as 1).
+SCHEMA_VERSION = 2
+#: The oldest stamped version :func:`model_store.store.open_store` migrates.
+MIGRATABLE_FROM = 1
 
 
 def utcnow() -> datetime:

@@ -20,7 +20,12 @@ from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
-TASK_MODULES = ["workers.tasks.export_onnx", "workers.tasks.compress", "workers.tasks.evaluate"]
+TASK_MODULES = [
+    "workers.tasks.export_onnx",
+    "workers.tasks.compress",
+    "workers.tasks.evaluate",
+    "workers.tasks.optimize",
+]
 QUEUE = "posecompress"
 
 
@@ -36,7 +41,7 @@ def create_celery(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_time_limit=settings.task_time_limit,
-        task_soft_time_limit=max(1, settings.task_time_limit - 60),
+        task_soft_time_limit=settings.soft_time_limit,
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",

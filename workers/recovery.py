@@ -5,21 +5,25 @@ in a background thread of the worker's main process (so a worker that died for g
 on another host is noticed too). A job's worker is dead when its heartbeat
 is stale, or when it ran on this host under a pid that no longer exists (the embedded
 worker restarted by ``posecompress serve``). Its ``pending`` versions are marked failed
-first, so no half-made version ever becomes ``ready``.
+first, so no half-made version ever becomes ``ready``. The scratch folders of killed attempts,
+and the work folders of jobs that ended without their worker, are removed.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
+from pathlib import Path
 
 from celery import Celery
 
 from app.settings import Settings
-from model_store import open_store
+from model_store import JobInfo, NotFoundError, Store, open_store
 from model_store.jobs import worker_is_dead
 from workers.celery_app import task_name
+from workers.runtime import SCRATCH_PREFIX, WORK_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +47,36 @@ def recover_stale_jobs(settings: Settings, celery: Celery) -> list[str]:
                 celery.send_task(task_name(job.kind), args=[job.id], task_id=job.id)
                 logger.warning("job %s re-queued after worker loss", job.id)
             recovered.append(job.id)
+        remove_abandoned_folders(store)
     finally:
         store.close()
     return recovered
+
+
+def remove_abandoned_folders(store: Store) -> list[Path]:
+    """Remove attempt scratch folders no running attempt owns, and the work folders of jobs
+    that ended (or no longer exist); return what was removed."""
+    removed = []
+    for folder in store.scratch_dir.glob(f"{SCRATCH_PREFIX}*"):
+        job_id, _, attempt = folder.name.removeprefix(SCRATCH_PREFIX).rpartition("-")
+        job = _job(store, job_id)
+        if job is None or job.status != "running" or str(job.attempts) != attempt:
+            removed.append(folder)
+    for folder in (store.data_dir / WORK_DIR).glob("*-*"):
+        job = _job(store, folder.name.partition("-")[2])
+        if job is None or job.terminal:
+            removed.append(folder)
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.info("removed abandoned job folder %s", folder)
+    return removed
+
+
+def _job(store: Store, job_id: str) -> JobInfo | None:
+    try:
+        return store.jobs.get(job_id)
+    except NotFoundError:
+        return None
 
 
 def start_recovery_thread(settings: Settings, celery: Celery) -> threading.Thread:

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 TRANSIENT_RETRY_COUNTDOWN_S = 5
 TRANSIENT_MAX_RETRIES = 5
+SCRATCH_PREFIX = "job-"  #: ``<data dir>/tmp/job-<job id>-<attempt>``
+WORK_DIR = "work"  #: ``<data dir>/work/<kind>-<job id>``
 
 
 class JobCancelled(Exception):
@@ -109,6 +111,18 @@ class _Heartbeat(threading.Thread):
                 logger.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
 
 
+def attempt_scratch(store: Store, job_id: str, attempt: int) -> Path:
+    """Scratch folder of one attempt of a job, removed when the attempt ends (or, if its
+    worker was killed, by recovery: :func:`workers.recovery.remove_abandoned_folders`)."""
+    return store.scratch_dir / f"{SCRATCH_PREFIX}{job_id}-{attempt}"
+
+
+def job_work_dir(store: Store, kind: str, job_id: str) -> Path:
+    """Folder of a job that outlives its attempts (checkpoints to resume from); removed when
+    the job ends, or by recovery once the job has ended without its worker."""
+    return store.data_dir / WORK_DIR / f"{kind}-{job_id}"
+
+
 def run_job(task: Task, job_id: str, body: Callable[[JobContext], JobResult]) -> None:
     settings = get_settings()
     transient = transient_errors()
@@ -133,7 +147,7 @@ def run_job(task: Task, job_id: str, body: Callable[[JobContext], JobResult]) ->
             exc=exc, countdown=TRANSIENT_RETRY_COUNTDOWN_S, max_retries=TRANSIENT_MAX_RETRIES
         ) from exc
 
-    scratch = store.scratch_dir / f"job-{job_id}-{claim.job.attempts}"
+    scratch = attempt_scratch(store, job_id, claim.job.attempts)
     scratch.mkdir(parents=True, exist_ok=True)
     heartbeat = _Heartbeat(store, job_id, settings.job_heartbeat_s)
     heartbeat.start()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from model_store import NotFoundError, Store, VersionInfo
 from model_store.errors import NotServableError
 from model_store.lineage import served_version
+from model_store.records import DEFAULT
 
 if TYPE_CHECKING:
     from pose_core.compression.base import CompressibleModel
@@ -75,8 +76,8 @@ def version_pipeline(
 
 
 def parse_model_ref(text: str) -> tuple[str, str]:
-    """``NAME[:VERSION]`` -> (name, version or alias; default ``latest``)."""
+    """``NAME[:VERSION]`` -> (name, version or alias; ``default`` when omitted)."""
     name, _, ref = text.partition(":")
     if not name:
         raise NotFoundError(f"no model name in {text!r}")
-    return name, ref or "latest"
+    return name, ref or DEFAULT

@@ -21,8 +21,14 @@ SUMMARY = (
     "latency_ratio",
     "fidelity.mean_landmark_px",
     "fidelity.mean_oks_vs_parent",
+    "fidelity.n_crops",
+    "fidelity.held_out",
     "accuracy.ap",
+    "accuracy.ap_ci",
     "parent_accuracy.ap",
+    "budget.within_budget",
+    "training_steps",
+    "parent_accuracy.ap_ci",
     "wall_time_s",
 )
 
@@ -31,13 +37,18 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "compress", help="compress a stored version on a running server (progress bar)"
     )
-    parser.add_argument("model", help="NAME:VERSION (or NAME:alias; NAME alone = latest)")
+    parser.add_argument(
+        "model", help="NAME:VERSION (or NAME:alias; NAME alone = its default version)"
+    )
     parser.add_argument(
         "--recipe", required=True, type=Path, help='JSON file: [{"method": ...}, ...]'
     )
     parser.add_argument("--dataset", required=True, help="training / calibration dataset id")
     parser.add_argument("--eval-dataset", help="labelled dataset id for AP / PCK")
     parser.add_argument("--keep-intermediate", action="store_true", help="a version per step")
+    parser.add_argument(
+        "--promote", action="store_true", help="move alias 'default' to it if within budget"
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="server [%(default)s]")
     parser.add_argument("--api-key", help="X-API-Key (or POSECOMPRESS_API_KEY)")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
@@ -63,7 +74,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     import httpx
 
-    from app.report_table import flatten, format_table
+    from app.report_table import flatten, format_table, with_intervals
+    from model_store.records import DEFAULT
 
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll would break the bar
 
@@ -78,20 +90,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "dataset": args.dataset,
         "eval_dataset": args.eval_dataset,
         "keep_intermediate": args.keep_intermediate,
+        "promote": args.promote,
     }
     key = args.api_key or settings.api_key
     client = httpx.Client(base_url=args.url, timeout=60, headers={"X-API-Key": key} if key else {})
-    response = client.post(f"/models/{name}/versions/{ref or 'latest'}/compress", json=body)
+    response = client.post(f"/models/{name}/versions/{ref or DEFAULT}/compress", json=body)
     if response.status_code != 202:
         print(f"error {response.status_code}: {response.text}", file=sys.stderr)
         return 1
-    job_id = response.json()["job_id"]
-    print(f"job {job_id}", file=sys.stderr)
-    try:
-        job = _follow(client, job_id)
-    except KeyboardInterrupt:
-        client.delete(f"/jobs/{job_id}")
-        print(f"\ncancelled job {job_id}", file=sys.stderr)
+    job = follow_job(client, response.json()["job_id"])
+    if job is None:
         return 130
     if job["status"] != "succeeded":
         print(f"job {job['status']}: {job.get('error') or job['message']}", file=sys.stderr)
@@ -103,9 +111,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        flat = flatten(report)
+        flat = with_intervals(flatten(report))
         print(format_table([{k: flat.get(k) for k in SUMMARY}], list(SUMMARY)))
     return 0
+
+
+def follow_job(client: Any, job_id: str) -> dict[str, Any] | None:
+    """Follow a job to its end (progress bar on stderr); ``None`` when Ctrl-C cancelled it."""
+    print(f"job {job_id}", file=sys.stderr)
+    try:
+        return _follow(client, job_id)
+    except KeyboardInterrupt:
+        client.delete(f"/jobs/{job_id}")
+        print(f"\ncancelled job {job_id}", file=sys.stderr)
+        return None
 
 
 def _follow(client: Any, job_id: str) -> dict[str, Any]:

@@ -12,7 +12,19 @@ from typing import Any
 from app.commands.common import add_data_dir
 from app.settings import Settings
 
-SUMMARY = ("mode", "n_images", "n_people", "ap", "ap50", "ap75", "ar", "pck", "mean_error_px")
+#: ``ap_ci``: the 95% bootstrap interval of AP (over people in gt-boxes mode, images in detector)
+SUMMARY = (
+    "mode",
+    "n_images",
+    "n_people",
+    "ap",
+    "ap_ci",
+    "ap50",
+    "ap75",
+    "ar",
+    "pck",
+    "mean_error_px",
+)
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +36,7 @@ def register(subparsers: Any) -> None:
         required=True,
         help="dataset directory (annotations.json + images/) or a stored dataset id",
     )
-    parser.add_argument("--model", required=True, help="NAME[:VERSION or alias] [latest]")
+    parser.add_argument("--model", required=True, help="NAME[:VERSION or alias] [default]")
     parser.add_argument(
         "--mode",
         choices=["gt_boxes", "gt-boxes", "detector"],
@@ -40,7 +52,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from app.report_table import format_table
+    from app.report_table import flatten, format_table, with_intervals
     from model_store import NotFoundError, open_store
     from workers.runtime import JobError
     from workers.tasks.evaluate import attach_evaluation, evaluate_version
@@ -65,6 +77,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
     else:
-        row = {"model": f"{name}:{version.number}", **{k: report.get(k) for k in SUMMARY}}
+        cells = with_intervals(flatten(report))
+        row = {"model": f"{name}:{version.number}", **{k: cells.get(k) for k in SUMMARY}}
         print(format_table([row], list(row)))
     return 0

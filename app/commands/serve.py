@@ -20,6 +20,10 @@ from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+#: On stop, the worker's running jobs get this long to finish before they are killed (and
+#: re-queued from their checkpoints by the next worker's startup recovery).
+WORKER_STOP_GRACE_S = 15.0
+
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("serve", help="run API, worker and (embedded) Redis")
@@ -32,6 +36,7 @@ def register(subparsers: Any) -> None:
 def run(_args: argparse.Namespace, settings: Settings) -> int:
     from app.embedded.redis_server import start_redis, wait_for_redis
     from app.embedded.supervisor import Child, Supervisor
+    from app.embedded.worker_status import status_path
     from model_store import open_store
 
     data_dir = settings.resolved_data_dir
@@ -41,7 +46,7 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
 
     env = dict(os.environ)
     env["POSECOMPRESS_DATA_DIR"] = str(data_dir)
-    supervisor = Supervisor(env)
+    supervisor = Supervisor(env, status_file=status_path(data_dir))
     if settings.redis_url is None:
         redis_child = Child("redis", [], restart=False)
         redis_child.process, socket = start_redis(data_dir)
@@ -59,7 +64,8 @@ def run(_args: argparse.Namespace, settings: Settings) -> int:
             "worker",
             [*python, "worker", f"--job-workers={settings.job_workers}"],
             restart=True,
-            stop_timeout_s=15,
+            stop_timeout_s=WORKER_STOP_GRACE_S,
+            signal_group=False,
         )
     )
     supervisor.add(Child("api", [*python, "api"], restart=False, stop_signal=signal.SIGINT))

@@ -1,8 +1,12 @@
 """Starts, watches and stops the child processes of ``posecompress serve``.
 
-Each child runs in its own process group, so stopping a child also stops anything it
-forked (e.g. Celery's pool processes), and a Ctrl-C reaches only the supervisor, which
-then stops the children in order: API, worker, Redis.
+Each child runs in its own process group, so a Ctrl-C reaches only the supervisor, which
+then stops the children in order: API, worker, Redis; whatever a child forked (Celery's pool
+processes) is killed with its group once the child has exited or its grace has passed.
+
+A worker that dies is restarted with an exponential back-off (the API keeps serving and
+reports the worker in ``/ready`` and ``/metrics`` through :mod:`app.embedded.worker_status`);
+a child that is not restartable (Redis, the API) stops the service when it dies.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.embedded.worker_status import WorkerStatus, remove_status, write_status
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +34,13 @@ class Child:
     """Restart when it dies (the worker); otherwise its death stops the service."""
     stop_signal: int = signal.SIGTERM
     stop_timeout_s: float = 10.0
+    signal_group: bool = True
+    """Send ``stop_signal`` to the whole process group; False for Celery, whose main process
+    does the warm shutdown (its pool processes finish their jobs unless they get it too)."""
     process: subprocess.Popen[bytes] | None = None
-    restarts: list[float] = field(default_factory=list)
+    exits: list[float] = field(default_factory=list)
+    """monotonic times of its recent exits (the back-off counts them)."""
+    next_start: float | None = None
 
     def start(self, env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
@@ -41,11 +53,15 @@ class Child:
 
 
 def stop_process(
-    process: subprocess.Popen[bytes], name: str, sig: int, timeout_s: float
+    process: subprocess.Popen[bytes], name: str, sig: int, timeout_s: float, group: bool = True
 ) -> int | None:
-    """Signal the process group, wait, then SIGKILL the group if it lingers."""
+    """Signal the process group (or only the process), wait, then SIGKILL the group."""
     if process.poll() is None:
-        _signal_group(process.pid, sig)
+        if group:
+            _signal_group(process.pid, sig)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(sig)
         try:
             process.wait(timeout_s)
         except subprocess.TimeoutExpired:
@@ -64,18 +80,23 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 class Supervisor:
-    """Runs children until a stop signal or an unrecoverable child death."""
+    """Runs children until a stop signal or the death of a child that is not restartable."""
 
-    MAX_RESTARTS_PER_MINUTE = 5
+    #: back-off before restart n (n exits in the last minute): 0 s, then 1, 2, 4, ... 60 s
+    BACKOFF_BASE_S = 1.0
+    BACKOFF_MAX_S = 60.0
+    EXIT_WINDOW_S = 60.0
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], status_file: Path | None = None) -> None:
         self.env = env
+        self.status_file = status_file
         self.children: list[Child] = []
         self._stopping = False
 
     def add(self, child: Child) -> Child:
         self.children.append(child)
         child.start(self.env)
+        self._report(child)
         return child
 
     def request_stop(self, signum: int, _frame: object) -> None:
@@ -89,29 +110,70 @@ class Supervisor:
         code = 0
         while not self._stopping:
             for child in self.children:
-                if child.alive():
-                    continue
-                returncode = child.process.returncode if child.process else None
-                if not child.restart or not self._may_restart(child):
-                    logger.error("%s exited with %s; stopping the service", child.name, returncode)
+                if not self.watch(child):
                     self._stopping, code = True, 1
                     break
-                logger.warning("%s exited with %s; restarting it", child.name, returncode)
-                child.start(self.env)
             time.sleep(0.2)
         self.stop_all()
         return code
 
-    def _may_restart(self, child: Child) -> bool:
+    def watch(self, child: Child) -> bool:
+        """One look at ``child``: restart it when its back-off has passed. False when it died
+        and the service must stop."""
+        if child.alive():
+            return True
         now = time.monotonic()
-        child.restarts = [t for t in child.restarts if now - t < 60] + [now]
-        return len(child.restarts) <= self.MAX_RESTARTS_PER_MINUTE
+        if child.next_start is None:
+            returncode = child.process.returncode if child.process else None
+            if not child.restart:
+                logger.error("%s exited with %s; stopping the service", child.name, returncode)
+                return False
+            child.exits = [t for t in child.exits if now - t < self.EXIT_WINDOW_S] + [now]
+            delay = self.backoff_s(len(child.exits))
+            child.next_start = now + delay
+            logger.warning(
+                "%s exited with %s (%d exits in %.0f s); restarting it in %.0f s",
+                child.name,
+                returncode,
+                len(child.exits),
+                self.EXIT_WINDOW_S,
+                delay,
+            )
+            self._report(child)
+        if now >= child.next_start:
+            child.next_start = None
+            child.start(self.env)
+            self._report(child)
+        return True
+
+    def backoff_s(self, exits: int) -> float:
+        if exits <= 1:
+            return 0.0
+        return min(self.BACKOFF_MAX_S, self.BACKOFF_BASE_S * 2.0 ** (exits - 2))
+
+    def _report(self, child: Child) -> None:
+        if self.status_file is None or not child.restart:
+            return
+        now = time.monotonic()
+        status = WorkerStatus(
+            supervisor_pid=os.getpid(),
+            up=child.next_start is None and child.alive(),
+            exits_last_minute=sum(1 for t in child.exits if now - t < self.EXIT_WINDOW_S),
+            next_start_in_s=None if child.next_start is None else child.next_start - now,
+        )
+        write_status(self.status_file, status)
 
     def stop_all(self) -> None:
         """Stop children in reverse start order (API first, Redis last)."""
         for child in reversed(self.children):
             if child.process is not None:
                 code = stop_process(
-                    child.process, child.name, child.stop_signal, child.stop_timeout_s
+                    child.process,
+                    child.name,
+                    child.stop_signal,
+                    child.stop_timeout_s,
+                    group=child.signal_group,
                 )
                 logger.info("%s stopped (exit %s)", child.name, code)
+        if self.status_file is not None:
+            remove_status(self.status_file)

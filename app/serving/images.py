@@ -10,8 +10,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import ApiError
+from pose_core.images import to_rgb8
 
-ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+#: MPO: multi-picture JPEGs from phones (the first picture is decoded).
+ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP"})
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class DecodedImage:
 
 
 def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImage:
-    """Decode JPEG/PNG/WebP bytes into RGB pixels.
+    """Decode JPEG (MPO included)/PNG/WebP bytes into 8-bit RGB pixels (16-bit PNG scaled).
 
     Raises:
         ApiError: 422 ``invalid_image`` (empty, not an image, truncated or corrupt),
@@ -61,7 +63,7 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
                 )
             image.load()
             upright = ImageOps.exif_transpose(image)
-            rgb = upright.convert("RGB")
+            rgb = to_rgb8(upright)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ApiError(413, "image_too_large", f"decompression bomb refused: {exc}") from exc
     except UnidentifiedImageError as exc:

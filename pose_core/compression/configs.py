@@ -7,11 +7,50 @@ torch, ONNX or numpy; the handlers that use them live in the method modules
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 Calibrator = Literal["minmax", "percentile", "entropy"]
+
+#: Validation-context keys that bound a step's training; the API passes its settings
+#: (``parse_config(step, context={...})``), so an accepted job fits the service's time limit.
+MAX_TRAINING_STEPS, MAX_TRAINING_TIME_S = "max_training_steps", "max_training_time_s"
+
+
+_Bounded = TypeVar("_Bounded", int, float | None)
+
+
+def _within_limit(value: _Bounded, info: ValidationInfo, key: str) -> _Bounded:
+    limit = (info.context or {}).get(key)
+    if value is not None and limit is not None and value > limit:
+        raise ValueError(f"at most {limit} on this service ({key})")
+    return value
+
+
+class Budget(BaseModel):
+    """What a step's result may cost against its input, measured after the step on held-out
+    crops (crops of images that no step trained or calibrated on); ``None`` = not checked.
+
+    Defaults: BlazePose-Full fp16 measures ~0.1 px / OKS 1.00 and INT8 (percentile 99.9,
+    AP 0.264 -> 0.180) ~1.4 px / 0.97, while a prune that lost most AP (0.226 -> 0.025) is
+    far beyond 4 px / 0.90: the default passes lossless formats and stops broken models.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: mean COCO-17 keypoint distance to the input model's predictions, crop pixels (of 256)
+    max_mean_px: float | None = Field(default=4.0, gt=0)
+    #: mean OKS of the result's keypoints against the input model's (1 = identical)
+    min_oks_vs_parent: float | None = Field(default=0.9, ge=0, le=1)
+    #: median per-round latency ratio to the input model (ONNX Runtime, batch 1): never slower
+    max_latency_ratio: float | None = Field(default=1.0, gt=0)
+    #: added to ``max_latency_ratio`` when checking (or the measured noise, when larger: the
+    #: parent against itself in the same rounds): the ratio of identical kernels wanders
+    latency_tolerance: float = Field(default=0.05, ge=0)
+    #: ``fail``: the job fails with the measured numbers; ``keep``: the result is stored,
+    #: marked over budget, and never promoted
+    on_over_budget: Literal["fail", "keep"] = "fail"
 
 
 class MethodConfig(BaseModel):
@@ -25,6 +64,7 @@ class MethodConfig(BaseModel):
 
     method: str
     config_version: int = 1
+    budget: Budget = Budget()
 
 
 class RecoveryConfig(BaseModel):
@@ -62,6 +102,47 @@ class RecoveryConfig(BaseModel):
     #: starting weights are restored (a short, CPU-starved run must never return a worse model)
     guard_crops: int = Field(default=16, ge=0)
 
+    @field_validator("steps")
+    @classmethod
+    def _steps_limit(cls, value: int, info: ValidationInfo) -> int:
+        return _within_limit(value, info, MAX_TRAINING_STEPS)
+
+    @field_validator("time_budget_s")
+    @classmethod
+    def _time_limit(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return _within_limit(value, info, MAX_TRAINING_TIME_S)
+
+
+class TargetSearch(BaseModel):
+    """Bisection on a global target (prune: MACs ratio, lowrank: params ratio) for the most
+    compression whose fast proxy -- held-out fidelity after the refit, before recovery -- is
+    within the step's budget; the real recovery and the real budget check follow at the
+    target found."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lowest: float = Field(default=0.4, gt=0, lt=1)  #: the most compression tried
+    highest: float = Field(default=0.95, gt=0, lt=1)  #: the least; over budget here = fail
+    probes: int = Field(default=4, ge=1, le=12)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TargetSearch:
+        if self.lowest >= self.highest:
+            raise ValueError("lowest must be below highest")
+        return self
+
+
+def _check_searchable(config: MethodConfig, targets: tuple[float | None, ...]) -> None:
+    if sum(t is not None for t in targets) > 1:
+        raise ValueError("set at most one target")
+    if all(t is None for t in targets) and (
+        config.budget.max_mean_px is None and config.budget.min_oks_vs_parent is None
+    ):
+        raise ValueError(
+            "without a target the step searches one within budget: "
+            "budget.max_mean_px or budget.min_oks_vs_parent is needed"
+        )
+
 
 class DistillConfig(MethodConfig, RecoveryConfig):
     """Distillation from the teacher (``data.teacher``, default the parent) into the model."""
@@ -83,12 +164,9 @@ class QuantizeConfig(MethodConfig):
     num_calibration_crops: int = Field(256, ge=1)
     num_holdout_crops: int = Field(32, ge=1)
     per_channel: bool = True
-    #: budget: mean landmark error (crop pixels of 256) vs the fp32 parent on held-out crops
-    max_landmark_error_px: float | None = Field(2.0, gt=0.0)
-    #: at most this many nodes may go back to fp32 to meet the budget
+    #: INT8 nodes go back to fp32, most harmful first, until the mean landmark error meets
+    #: ``budget.max_mean_px`` -- at most this many, and never past ``budget.max_latency_ratio``
     max_fp32_nodes: int = Field(16, ge=0)
-    #: fail (instead of returning the best model found) when the budget is not met
-    fail_over_budget: bool = False
     #: quantization-aware fine-tuning steps (0 = post-training only); torch models only
     qat_steps: int = Field(0, ge=0)
     qat_batch_size: int = Field(8, ge=1)
@@ -101,12 +179,18 @@ class QuantizeConfig(MethodConfig):
     qat_fake_quant: Literal["all_tensors", "conv_inputs"] = "conv_inputs"
     sensitivity_top_k: int = Field(10, ge=0)
 
+    @field_validator("qat_steps")
+    @classmethod
+    def _steps_limit(cls, value: int, info: ValidationInfo) -> int:
+        return _within_limit(value, info, MAX_TRAINING_STEPS)
+
 
 class PruneConfig(MethodConfig):
-    """Prune ``ratio`` of the channels of every prunable group, or until ``target_macs_ratio``."""
+    """Prune ``ratio`` of the channels of every prunable group, or until ``target_macs_ratio``;
+    with neither, the lowest MACs ratio that stays within budget (``search``)."""
 
     method: Literal["prune"] = "prune"
-    ratio: float | None = Field(default=0.3, gt=0, lt=1)
+    ratio: float | None = Field(default=None, gt=0, lt=1)
     target_macs_ratio: float | None = Field(default=None, gt=0, lt=1)
     importance: Literal["magnitude", "taylor"] = "magnitude"
     #: ``all``: every prunable channel group; ``block_internal``: only channels private to one
@@ -126,20 +210,21 @@ class PruneConfig(MethodConfig):
     refit: bool = True
     refit_crops: int = Field(default=64, ge=1)
     recovery: RecoveryConfig = RecoveryConfig()
+    search: TargetSearch = TargetSearch()
 
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:
-        if (self.ratio is None) == (self.target_macs_ratio is None):
-            raise ValueError("set exactly one of ratio and target_macs_ratio")
+        _check_searchable(self, (self.ratio, self.target_macs_ratio))
         return self
 
 
 class LowRankConfig(MethodConfig):
-    """Factorize layers keeping ``energy`` of each spectrum, or to fit ``params_ratio``."""
+    """Factorize layers keeping ``energy`` of each spectrum, or to fit ``params_ratio``; with
+    neither, the lowest params ratio that stays within budget (``search``)."""
 
     method: Literal["lowrank"] = "lowrank"
     energy: float | None = Field(default=None, gt=0, le=1)
-    params_ratio: float | None = Field(default=0.7, gt=0, lt=1)
+    params_ratio: float | None = Field(default=None, gt=0, lt=1)
     min_saving: float = Field(default=0.1, ge=0, lt=1)
     #: ranks rounded up to a multiple of this (ONNX Runtime's conv kernels prefer 8 / 16)
     round_to: int = Field(default=8, ge=1)
@@ -149,11 +234,11 @@ class LowRankConfig(MethodConfig):
     refit: bool = True
     refit_crops: int = Field(default=64, ge=1)
     recovery: RecoveryConfig = RecoveryConfig()
+    search: TargetSearch = TargetSearch()
 
     @model_validator(mode="after")
     def _one_target(self) -> LowRankConfig:
-        if (self.energy is None) == (self.params_ratio is None):
-            raise ValueError("set exactly one of energy and params_ratio")
+        _check_searchable(self, (self.energy, self.params_ratio))
         return self
 
 

@@ -24,6 +24,7 @@ Example (INT8 calibration)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pose_core.evaluation.dataset import IMAGE_SUFFIXES
+from pose_core.dataset_schema import IMAGE_SUFFIXES
 from pose_core.inference.crop import (
     CropRect,
     apply_affine,
@@ -146,6 +147,22 @@ class CropSet:
 
 
 @dataclass(frozen=True)
+class HeldOut:
+    """Plain crops of the images a job set aside (see :func:`build_split`)."""
+
+    crops: CropSet
+    images: tuple[str, ...]  #: file names of the held-out images
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "n_crops": len(self.crops),
+            "n_images": len(self.images),
+            "images": list(self.images),
+            "rule": "images with the lowest sha256 of their file name; no augmentation",
+        }
+
+
+@dataclass(frozen=True)
 class CompressionData:
     """Everything a compression handler needs besides the model and its config."""
 
@@ -156,6 +173,9 @@ class CompressionData:
     should_stop: StopFn = field(default=_never_stop)
     teacher: Any = None  #: torch.nn.Module to distil from; None = the step's input model
     seed: int = 0
+    #: crops of images that no step trains or calibrates on: budget checks and target searches
+    held_out: HeldOut | None = None
+    latency_rounds: int = 50  #: interleaved rounds of a budget check's latency ratio
 
     def for_step(self, name: str, start: float, end: float) -> CompressionData:
         """A copy for one sub-step: own work dir, progress mapped into ``[start, end]``."""
@@ -229,8 +249,10 @@ def load_crop_sources(
 def load_rgb(path: Path) -> np.ndarray:
     from PIL import Image
 
+    from pose_core.images import to_rgb8
+
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.asarray(to_rgb8(img))
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -306,16 +328,60 @@ def build_cropset(
     Each source crop yields the plain crop (if ``augment is None`` or ``augment.keep_plain``)
     plus ``augment.copies`` augmented ones. Targets are present when any source is labelled.
     """
-    rng = np.random.default_rng(seed)
+    sources = _sources(dataset_dirs, detect, box_scale, max_sources)
+    return _render_sources(sources, augment, seed, size)
+
+
+def build_split(
+    dataset_dirs: Sequence[Path],
+    *,
+    holdout_fraction: float,
+    augment: AugmentConfig | None = None,
+    seed: int = 0,
+    detect: Detector | None = None,
+    box_scale: float = 1.5,
+    size: int = CROP_SIZE,
+    max_sources: int | None = None,
+) -> tuple[CropSet, HeldOut]:
+    """Training crops (as :func:`build_cropset`) and the plain crops of held-out images.
+
+    Whole images are held out (all the people of a photo go to one side), chosen by the
+    sha256 of their file name: deterministic, independent of the order and of ``seed``;
+    at least one image on each side.
+    """
+    sources = _sources(dataset_dirs, detect, box_scale, max_sources)
+    names = sorted({s.image_path.name for s in sources})
+    if len(names) < 2:
+        raise ValueError("holding crops out needs persons in at least 2 images")
+    ranked = sorted(names, key=lambda n: hashlib.sha256(n.encode()).hexdigest())
+    held = set(ranked[: min(max(round(holdout_fraction * len(names)), 1), len(names) - 1)])
+    train = [s for s in sources if s.image_path.name not in held]
+    kept = [s for s in sources if s.image_path.name in held]
+    return (
+        _render_sources(train, augment, seed, size),
+        HeldOut(_render_sources(kept, None, seed, size), tuple(sorted(held))),
+    )
+
+
+def _sources(
+    dataset_dirs: Sequence[Path], detect: Detector | None, box_scale: float, limit: int | None
+) -> list[CropSource]:
     sources = [
         s
         for d in dataset_dirs
         for s in load_crop_sources(Path(d), box_scale=box_scale, detect=detect)
     ]
-    if max_sources is not None:
-        sources = sources[:max_sources]
+    if limit is not None:
+        sources = sources[:limit]
     if not sources:
         raise ValueError(f"no crops found in {[str(d) for d in dataset_dirs]}")
+    return sources
+
+
+def _render_sources(
+    sources: Sequence[CropSource], augment: AugmentConfig | None, seed: int, size: int
+) -> CropSet:
+    rng = np.random.default_rng(seed)
     images: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     any_labels = any(s.keypoints33 is not None for s in sources)

@@ -24,6 +24,7 @@ from pose_core.compression.distill import frozen_copy, recover
 from pose_core.compression.measure import count_macs_params, example_input
 from pose_core.compression.refit import Targets, refit_pointwise
 from pose_core.compression.registry import register
+from pose_core.compression.target_search import needs_search
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +207,8 @@ def lowrank(model: Any, config: LowRankConfig, data: CompressionData) -> Compres
     """Decompose a copy of ``model`` and recover it by distillation from ``model`` itself."""
     if not isinstance(model, nn.Module):
         raise CompressionError("low-rank decomposition needs a torch model")
+    if needs_search(config):
+        raise CompressionError("lowrank needs a target here; run_recipe searches one within budget")
     teacher = frozen_copy(data.teacher if data.teacher is not None else model)
     student = copy.deepcopy(model)
     example = example_input(data.train)

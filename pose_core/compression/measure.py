@@ -13,8 +13,10 @@
   (:func:`pose_core.evaluation.latency.median_ratio`);
 * ``fidelity``: mean COCO-17 keypoint pixel error and mean OKS of the candidate against the
   parent's predictions on ``crops`` (both run through ONNX Runtime;
-  :func:`pose_core.evaluation.fidelity.fidelity_metrics`);
-* ``accuracy`` / ``parent_accuracy``: COCO AP and PCK in ground-truth-box mode when
+  :func:`pose_core.evaluation.fidelity.fidelity_metrics`), with how many crops and whether
+  they were held out from training and calibration (``fidelity_held_out``);
+* ``accuracy`` / ``parent_accuracy``: COCO AP (with its bootstrap interval ``ap_ci``) and PCK
+  in ground-truth-box mode when
   ``eval_dataset_dir`` has labels (``None`` otherwise), by :func:`gt_box_accuracy` unless
   ``accuracy_fn(onnx_bytes, dataset_dir)`` is given;
 * ``wall_time_s`` when the caller passes it.
@@ -92,6 +94,7 @@ def gt_box_accuracy(onnx_bytes: bytes, dataset_dir: Path) -> dict[str, Any]:
     report = evaluate_dataset(pipeline, dataset_dir, EvaluationMode.GT_BOXES)
     return {
         "ap": report.ap,
+        "ap_ci": report.ap_ci.model_dump(),
         "ap50": report.ap50,
         "pck": report.pck,
         "mean_error_px": report.mean_error_px,
@@ -144,18 +147,19 @@ def latency_summary(stats: LatencyStats) -> dict[str, float]:
 
 
 def landmark_fidelity(
-    candidate: np.ndarray, parent: np.ndarray, crop_size: float
-) -> dict[str, float | int | None]:
+    candidate: np.ndarray, parent: np.ndarray, crop_size: float, *, held_out: bool
+) -> dict[str, float | int | bool | None]:
     """Fidelity of candidate vs parent landmarks on the same crops, by
     :func:`~pose_core.evaluation.fidelity.fidelity_metrics` on the 17 COCO keypoints.
 
     Args:
         candidate, parent: (N, 195) landmark outputs in crop pixels.
         crop_size: crop side in pixels (the OKS object scale is the crop area / 1.5**2).
+        held_out: whether no step trained or calibrated on these crops (stated in the report).
 
     Returns:
         ``mean_landmark_px`` (mean COCO-17 keypoint error, crop pixels), ``mean_oks_vs_parent``
-        and ``n_crops`` (the two means are ``None`` without crops).
+        (the two means are ``None`` without crops), ``n_crops`` and ``held_out``.
     """
     from pose_core.evaluation.fidelity import fidelity_metrics
     from pose_core.keypoints import BLAZEPOSE33_TO_COCO17
@@ -170,6 +174,7 @@ def landmark_fidelity(
         "mean_landmark_px": report.mean_error_px,
         "mean_oks_vs_parent": report.mean_oks,
         "n_crops": report.n_people,
+        "held_out": held_out,
     }
 
 
@@ -190,11 +195,13 @@ def measure_candidate(
     max_fidelity_crops: int = 64,
     candidate_onnx: bytes | None = None,
     parent_onnx: bytes | None = None,
+    fidelity_held_out: bool = False,
 ) -> dict[str, Any]:
     """The report of ``candidate`` against ``parent`` (see the module docstring).
 
     ``candidate_onnx`` / ``parent_onnx``: graphs already exported (for example the stored
-    artifacts), measured instead of exporting the torch forms again.
+    artifacts), measured instead of exporting the torch forms again. ``fidelity_held_out``:
+    no step trained or calibrated on ``crops`` (the report says so, or that they did).
     """
     import torch
 
@@ -227,6 +234,7 @@ def measure_candidate(
         run_session(cand_sess, images)[0],
         run_session(parent_sess, images)[0],
         float(images.shape[-1]),
+        held_out=fidelity_held_out,
     )
     report["accuracy"] = report["parent_accuracy"] = None
     if eval_dataset_dir is not None and (Path(eval_dataset_dir) / "annotations.json").exists():

@@ -5,6 +5,11 @@ chain's input model (the fp32 parent), unless ``data.teacher`` names another one
 its own work dir (``step{i}_{method}``, so checkpoints of a killed chain are found again) and its
 own slice of the progress bar.
 
+With ``data.held_out``, a prune / lowrank step without a target first searches one within its
+budget, and every step's result is judged against the step's input on the held-out crops
+(:func:`~pose_core.compression.budget.judge`, in the step's report under ``budget``); a step
+over budget with ``on_over_budget: fail`` stops the chain with :class:`OverBudgetError`.
+
 A finished step's result is saved under ``<work dir>/step{i}_{method}/result/`` (a GraphModel as
 recipe + safetensors, an ONNX graph as bytes, the report as JSON; written to a temp dir and
 renamed, so it is complete or absent). A re-run with the same work dir and recipe (a killed
@@ -19,14 +24,15 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from pose_core.compression.base import CompressibleModel, CompressionResult, OnnxModel
+from pose_core.compression.budget import OverBudgetError, judge, over_budget_message
 from pose_core.compression.configs import MethodConfig
-from pose_core.compression.data import CompressionData
+from pose_core.compression.data import CompressionData, CropSet
 from pose_core.compression.registry import compress, parse_config
 
 logger = logging.getLogger(__name__)
@@ -54,6 +60,8 @@ def run_recipe(
         raise ValueError("a recipe needs at least one step")
     teacher = data.teacher if data.teacher is not None else model
     results: list[CompressionResult] = []
+    ran: list[MethodConfig] = []  #: the steps as run (searched targets set)
+    onnx_of = _onnx_cache(data.train)
     current = model
     for index, config in enumerate(configs):
         start = time.monotonic()
@@ -68,20 +76,29 @@ def run_recipe(
             logger.info(
                 "recipe step %d/%d: %s, finished before", index + 1, len(configs), config.method
             )
+            ran = parse_recipe(saved.report["lineage"]["recipe"])
             results.append(saved)
             current = saved.model
             continue
         logger.info("recipe step %d/%d: %s", index + 1, len(configs), config.method)
-        result = compress(current, config, step_data)
-        report = {
-            **result.report,
-            "step_wall_time_s": time.monotonic() - start,
-            "lineage": {
-                "step": index,
-                "of": len(configs),
-                "recipe": _steps_key(configs[: index + 1]),
-            },
-        }
+        resolved, search = _resolve_target(current, config, step_data)
+        result = compress(current, resolved, step_data)
+        report = {**result.report, **({"target_search": search} if search else {})}
+        if data.held_out is not None:
+            report["budget"] = check = judge(
+                onnx_of(result.model),
+                onnx_of(current),
+                resolved.budget,
+                data.held_out,
+                data.latency_rounds,
+            )
+            if not check["within_budget"] and resolved.budget.on_over_budget == "fail":
+                raise OverBudgetError(over_budget_message(index, resolved.method, check))
+        ran.append(resolved)
+        report.update(
+            step_wall_time_s=time.monotonic() - start,
+            lineage={"step": index, "of": len(configs), "recipe": _steps_key(ran)},
+        )
         results.append(CompressionResult(result.model, report))
         _save_step(step_data.work_dir, configs[: index + 1], results[-1])
         current = result.model
@@ -90,6 +107,48 @@ def run_recipe(
         return results
     last = results[-1]
     return [CompressionResult(last.model, {**last.report, "steps": [r.report for r in results]})]
+
+
+def training_steps(report: Mapping[str, Any]) -> int:
+    """Training steps a result's report says were run (every distillation / QAT run in it;
+    a chain's report counts its ``steps`` once)."""
+    if isinstance(report.get("steps"), list):
+        return sum(training_steps(step) for step in report["steps"])
+
+    def walk(node: Any) -> int:
+        if isinstance(node, Mapping):
+            if isinstance(node.get("steps_done"), int):
+                return int(node["steps_done"])
+            return sum(walk(v) for v in node.values())
+        return sum(walk(v) for v in node) if isinstance(node, list) else 0
+
+    return walk(report)
+
+
+def _resolve_target(
+    model: CompressibleModel, config: MethodConfig, data: CompressionData
+) -> tuple[MethodConfig, dict[str, Any] | None]:
+    """``config`` with a searched target when it has none (prune / lowrank; see
+    :mod:`~pose_core.compression.target_search`)."""
+    from pose_core.compression.target_search import needs_search, search_target
+
+    if not needs_search(config):
+        return config, None
+    return search_target(model, config, data)  # type: ignore[arg-type]
+
+
+def _onnx_cache(crops: CropSet) -> Callable[[CompressibleModel], bytes]:
+    """ONNX bytes of a step's model, exported once per model object."""
+    from pose_core.compression.measure import example_input, onnx_bytes_of
+
+    cache: dict[int, tuple[CompressibleModel, bytes]] = {}
+
+    def onnx_of(model: CompressibleModel) -> bytes:
+        if id(model) not in cache:
+            cache[id(model)] = (model, onnx_bytes_of(model, example_input(crops)))
+        return cache[id(model)][1]
+
+    return onnx_of
 
 
 RESULT_DIR = "result"

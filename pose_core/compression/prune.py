@@ -25,6 +25,7 @@ from pose_core.compression.distill import frozen_copy, pose_outputs, recover
 from pose_core.compression.measure import count_macs_params, example_input
 from pose_core.compression.refit import refit_pointwise
 from pose_core.compression.registry import register
+from pose_core.compression.target_search import needs_search
 from pose_core.models.layers import ChannelPad
 
 logger = logging.getLogger(__name__)
@@ -274,6 +275,8 @@ def prune(model: Any, config: PruneConfig, data: CompressionData) -> Compression
     """Prune a copy of ``model`` and recover it by distillation from ``model`` itself."""
     if not isinstance(model, nn.Module):
         raise CompressionError("pruning needs a torch model")
+    if needs_search(config):
+        raise CompressionError("prune needs a target here; run_recipe searches one within budget")
     teacher = frozen_copy(data.teacher if data.teacher is not None else model)
     student = copy.deepcopy(model)
     try:

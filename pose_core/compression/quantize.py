@@ -7,10 +7,14 @@ INT8 flow (every step measured on held-out crops against the fp32 parent):
 2. export to ONNX and ORT graph optimization (``quant_pre_process``);
 3. activation ranges from the chosen calibrator on ``num_calibration_crops`` crops;
 4. QDQ quantization (u8 activations, s8 symmetric weights, per channel by default);
-5. if the mean landmark error exceeds ``max_landmark_error_px``: per-node sensitivity, then the
-   most harmful nodes go back to fp32 one at a time until the budget is met (or
-   ``max_fp32_nodes`` is reached; the handler then fails unless ``fail_over_budget`` is off);
+5. if the mean landmark error exceeds ``budget.max_mean_px``: per-node sensitivity, then the
+   most harmful nodes go back to fp32 one at a time until the error is within it (or
+   ``max_fp32_nodes`` is reached); then the fp32 set is cut back (least harmful first) until
+   the graph is at most ``budget.max_latency_ratio`` times as slow as fp32;
 6. the nodes reported as fp32 are checked in the final graph.
+
+Whether the result is within budget is judged after the step, like every method's
+(:mod:`pose_core.compression.budget`).
 
 Dynamic quantization is deliberately not offered: on conv nets it is slower and inaccurate.
 """
@@ -35,6 +39,7 @@ from pose_core.compression.configs import QuantizeConfig
 from pose_core.compression.registry import register
 
 logger = logging.getLogger(__name__)
+
 
 @register(QuantizeConfig)
 def quantize(model: CompressibleModel, config: QuantizeConfig, data: Any) -> CompressionResult:

@@ -67,7 +67,7 @@ def quantize_int8(
     report["int8_error_px"] = round(error, 4)
     logger.info("full INT8: %.3f px mean landmark error", error)
 
-    budget = config.max_landmark_error_px
+    budget = config.budget.max_mean_px
     fp32_nodes: list[str] = []
     if budget is not None and error > budget and config.max_fp32_nodes > 0:
         _report_progress(progress, 0.7, "per-node sensitivity")
@@ -85,20 +85,61 @@ def quantize_int8(
         report["tradeoff_curve"] = [
             {"n_fp32": c.n_fp32, "error_px": round(c.error_px, 4)} for c in curve
         ]
+        max_ratio = config.budget.max_latency_ratio
+        if fp32_nodes and max_ratio is not None:
+            max_ratio += config.budget.latency_tolerance
+            _report_progress(progress, 0.9, "fp32 fallback within the latency budget")
+            fp32_nodes, report["fallback_latency"] = _within_latency(
+                qdq, source, fp32_nodes, max_ratio, holdout[:1]
+            )
         if fp32_nodes:
             qdq = qm.keep_fp32(qdq, source, fp32_nodes)
             error = evaluate(qdq)
     _verify_fp32_nodes(qdq, fp32_nodes)
     report["excluded_nodes"] = fp32_nodes
     report["fidelity_px"] = round(error, 4)
-    report["within_budget"] = budget is None or error <= budget
-    if config.fail_over_budget and not report["within_budget"]:
-        raise CompressionError(
-            f"INT8 error {error:.2f} px exceeds the budget of {budget} px "
-            f"with {len(fp32_nodes)} nodes kept fp32"
-        )
+    report["error_within_budget"] = budget is None or error <= budget
     _report_progress(progress, 1.0, "quantized")
     return qdq, report
+
+
+#: interleaved rounds of each latency probe of the fp32 fallback
+FALLBACK_LATENCY_ROUNDS = 30
+
+
+def _within_latency(
+    qdq: onnx.ModelProto,
+    fp32: onnx.ModelProto,
+    nodes: list[str],
+    max_ratio: float,
+    example: np.ndarray,
+) -> tuple[list[str], list[dict[str, float]]]:
+    """The longest prefix of ``nodes`` (most harmful first) whose graph is at most
+    ``max_ratio`` times as slow as ``fp32`` (bisection: fp32 nodes only add latency)."""
+    from pose_core.compression.measure import ort_session, session_latency
+    from pose_core.evaluation.latency import median_ratio
+
+    probes: list[dict[str, float]] = []
+    reference = ort_session(fp32.SerializeToString())
+
+    def ratio(n: int) -> float:
+        graph = qm.keep_fp32(qdq, fp32, nodes[:n]) if n else qdq
+        session = ort_session(graph.SerializeToString())
+        cand, ref = session_latency([session, reference], example, FALLBACK_LATENCY_ROUNDS)
+        probes.append({"n_fp32": n, "latency_ratio": round(median_ratio(cand, ref), 4)})
+        return probes[-1]["latency_ratio"]
+
+    if ratio(len(nodes)) <= max_ratio:
+        return nodes, probes
+    lo, hi = 0, len(nodes)  # hi: over the budget
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ratio(mid) <= max_ratio:
+            lo = mid
+        else:
+            hi = mid
+    logger.info("fp32 fallback cut to %d of %d nodes by the latency budget", lo, len(nodes))
+    return nodes[:lo], probes
 
 
 def _verify_fp32_nodes(qdq: onnx.ModelProto, fp32_nodes: list[str]) -> None:

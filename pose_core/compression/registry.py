@@ -56,14 +56,16 @@ def known_methods() -> list[str]:
     return sorted(_CONFIGS)
 
 
-def parse_config(raw: Mapping[str, Any]) -> MethodConfig:
-    """Build the typed config for one recipe step (``{"method": ..., **fields}``)."""
+def parse_config(raw: Mapping[str, Any], context: Mapping[str, Any] | None = None) -> MethodConfig:
+    """Build the typed config for one recipe step (``{"method": ..., **fields}``); ``context``
+    holds the service's limits (:data:`~pose_core.compression.configs.MAX_TRAINING_STEPS`, ...).
+    """
     method = raw.get("method")
     if method not in _CONFIGS:
         raise UnknownMethodError(
             f"unknown compression method {method!r}; known methods: {', '.join(sorted(_CONFIGS))}"
         )
-    return _CONFIGS[str(method)].model_validate(dict(raw))
+    return _CONFIGS[str(method)].model_validate(dict(raw), context=dict(context or {}))
 
 
 def compress(model: CompressibleModel, config: MethodConfig, data: Any) -> CompressionResult:

@@ -24,14 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from pose_core.keypoints import COCO17_NAMES
+from pose_core.dataset_schema import (
+    NUM_KEYPOINTS,
+    PERSON_CATEGORY_ID,
+    CocoAnnotation,
+    CocoFileError,
+    parse_coco,
+)
+from pose_core.images import to_rgb8
 
 logger = logging.getLogger(__name__)
-
-NUM_KEYPOINTS = len(COCO17_NAMES)
-PERSON_CATEGORY_ID = 1
-#: File suffixes read as images in a dataset folder (lower case).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 
 
 class DatasetError(Exception):
@@ -136,65 +138,56 @@ def load_rgb(path: Path, expected_size: tuple[int, int] | None = None) -> np.nda
                         f"{expected_size[0]}x{expected_size[1]}"
                     )
                 logger.info("%s: EXIF orientation applied to match the annotations", path)
-            return np.asarray(oriented.convert("RGB"), dtype=np.uint8)
+            return np.asarray(to_rgb8(oriented), dtype=np.uint8)
     except (OSError, UnidentifiedImageError) as exc:
         raise DatasetError(f"cannot read image {path}: {exc}") from exc
 
 
 def load_dataset(root: str | Path) -> KeypointDataset:
-    """Read ``root/annotations.json`` and index it; images are not decoded here.
+    """Read ``root/annotations.json`` (checked against :mod:`pose_core.dataset_schema`) and
+    index it; images are not decoded here.
 
     Only annotations of the person category (id 1) are kept. Raises :class:`DatasetError`
-    when the file is missing, is not COCO keypoints JSON, or names a missing image.
+    when the file is missing, does not fit the schema, or names a missing image.
     """
     root = Path(root)
     ann_path = root / "annotations.json"
     try:
-        coco = json.loads(ann_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        raw = ann_path.read_bytes()
+        parsed = parse_coco(raw)
+    except (OSError, CocoFileError) as exc:
         raise DatasetError(f"cannot read {ann_path}: {exc}") from exc
-    if not isinstance(coco, dict) or "images" not in coco or "annotations" not in coco:
-        raise DatasetError(f"{ann_path}: not a COCO file (needs 'images' and 'annotations')")
 
     by_image: dict[int, list[PersonAnnotation]] = {}
-    for raw in coco["annotations"]:
-        if raw.get("category_id", PERSON_CATEGORY_ID) != PERSON_CATEGORY_ID:
-            continue
-        ann = _parse_annotation(raw, ann_path)
-        by_image.setdefault(ann.image_id, []).append(ann)
+    for ann in parsed.annotations:
+        if ann.category_id == PERSON_CATEGORY_ID:
+            by_image.setdefault(ann.image_id, []).append(_person(ann))
 
     images = []
-    for raw_img in coco["images"]:
-        try:
-            image_id = int(raw_img["id"])
-            record = ImageRecord(
-                id=image_id,
-                file_name=str(raw_img["file_name"]),
-                width=int(raw_img["width"]),
-                height=int(raw_img["height"]),
-                path=root / "images" / str(raw_img["file_name"]),
-                annotations=tuple(by_image.get(image_id, ())),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DatasetError(f"{ann_path}: bad image record {raw_img!r}") from exc
+    for image in parsed.images:
+        record = ImageRecord(
+            id=image.id,
+            file_name=image.file_name,
+            width=image.width,
+            height=image.height,
+            path=root / "images" / image.relative_name,
+            annotations=tuple(by_image.get(image.id, ())),
+        )
         if not record.path.is_file():
             raise DatasetError(f"{ann_path}: image file missing: {record.path}")
         images.append(record)
-    coco.setdefault("categories", [{"id": PERSON_CATEGORY_ID, "name": "person"}])
+    coco = json.loads(raw)  # the raw dict, for pycocotools
+    coco.setdefault("categories", [c.model_dump() for c in parsed.categories])
     return KeypointDataset(root=root, images=tuple(images), coco=coco)
 
 
-def _parse_annotation(raw: dict[str, Any], ann_path: Path) -> PersonAnnotation:
-    try:
-        keypoints = np.asarray(raw["keypoints"], dtype=np.float64).reshape(NUM_KEYPOINTS, 3)
-        x, y, w, h = (float(v) for v in raw["bbox"])
-        return PersonAnnotation(
-            id=int(raw["id"]),
-            image_id=int(raw["image_id"]),
-            bbox=(x, y, w, h),
-            keypoints=keypoints,
-            area=float(raw.get("area", w * h)),
-            iscrowd=bool(raw.get("iscrowd", 0)),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DatasetError(f"{ann_path}: bad person annotation id={raw.get('id')!r}") from exc
+def _person(ann: CocoAnnotation) -> PersonAnnotation:
+    x, y, w, h = (float(v) for v in ann.bbox)
+    return PersonAnnotation(
+        id=ann.id,
+        image_id=ann.image_id,
+        bbox=(x, y, w, h),
+        keypoints=np.asarray(ann.keypoints, dtype=np.float64).reshape(NUM_KEYPOINTS, 3),
+        area=float(ann.area) if ann.area is not None else w * h,
+        iscrowd=bool(ann.iscrowd),
+    )

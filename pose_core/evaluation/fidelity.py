@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pose_core.evaluation.dataset import IMAGE_SUFFIXES, load_dataset, load_rgb
+from pose_core.dataset_schema import IMAGE_SUFFIXES
+from pose_core.evaluation.dataset import load_dataset, load_rgb
 from pose_core.evaluation.oks import oks
 from pose_core.evaluation.protocol import (
     DEFAULT_MAX_PEOPLE,

@@ -1,8 +1,10 @@
 """Object Keypoint Similarity and COCO keypoint AP / AR (pycocotools, in memory).
 
 :func:`coco_keypoint_metrics` runs ``COCOeval(iouType="keypoints")`` on dicts held in memory
-(no temporary files) with pycocotools' console output silenced. :func:`oks` is the same
-similarity in plain numpy for one pair of people (used for fidelity and matching).
+(no temporary files) with pycocotools' console output silenced, and keeps COCOeval's
+per-image matching (:class:`ImageMatches`, what :mod:`pose_core.evaluation.bootstrap`
+resamples). :func:`oks` is the same similarity in plain numpy for one pair of people (used
+for fidelity and matching).
 """
 
 from __future__ import annotations
@@ -52,13 +54,39 @@ class KeypointPrediction:
 
 
 @dataclass(frozen=True)
+class ImageMatches:
+    """COCOeval's matching in one image (area range ``all``, ``maxDets=20``).
+
+    Attributes:
+        prediction_index: (D,) index into the evaluated predictions of each detection kept
+            (sorted by decreasing score, at most 20).
+        scores: (D,) their scores.
+        matched: (T, D) whether detection d matched a ground-truth person at OKS threshold t
+            (thresholds 0.50:0.05:0.95).
+        ignored: (T, D) whether it is ignored at t (matched to a crowd / unlabelled person).
+        gt_ids: (G,) annotation ids of the image's ground-truth people.
+        gt_ignored: (G,) whether COCOeval ignores each (crowd, no labelled keypoint).
+    """
+
+    image_id: int
+    prediction_index: np.ndarray = field(repr=False)
+    scores: np.ndarray = field(repr=False)
+    matched: np.ndarray = field(repr=False)
+    ignored: np.ndarray = field(repr=False)
+    gt_ids: np.ndarray = field(repr=False)
+    gt_ignored: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
 class CocoKeypointMetrics:
-    """COCO keypoint summary (``maxDets=20``, area range ``all``)."""
+    """COCO keypoint summary (``maxDets=20``, area range ``all``) and the per-image matching
+    it came from (empty without predictions)."""
 
     ap: float
     ap50: float
     ap75: float
     ar: float
+    matches: tuple[ImageMatches, ...] = field(default=(), repr=False, compare=False)
 
 
 def oks(pred: np.ndarray, gt: np.ndarray, area: float) -> float:
@@ -124,7 +152,37 @@ def coco_keypoint_metrics(
         evaluator.accumulate()
         evaluator.summarize()
     stats = [max(float(s), 0.0) for s in evaluator.stats]  # -1 means "no such case": 0
-    return CocoKeypointMetrics(ap=stats[0], ap50=stats[1], ap75=stats[2], ar=stats[5])
+    return CocoKeypointMetrics(
+        ap=stats[0], ap50=stats[1], ap75=stats[2], ar=stats[5], matches=_matches(evaluator)
+    )
+
+
+def _matches(evaluator: Any) -> tuple[ImageMatches, ...]:
+    """Per-image matching of an evaluated COCOeval, area range ``all`` and the largest
+    ``maxDets`` (what its AP summarises)."""
+    params = evaluator.params
+    max_det = params.maxDets[-1]
+    n_images = len(params.imgIds)
+    found = []
+    # evalImgs is ordered category, area range, image; category 1 and area "all" come first
+    for entry in evaluator.evalImgs[:n_images]:
+        if entry is None:  # an image with neither people nor predictions
+            continue
+        if entry["aRng"] != params.areaRng[0] or entry["maxDet"] != max_det:
+            raise EvaluationError("unexpected COCOeval layout")
+        found.append(
+            ImageMatches(
+                image_id=int(entry["image_id"]),
+                # loadRes numbers the results 1..N in the order given
+                prediction_index=np.asarray(entry["dtIds"][:max_det], dtype=np.int64) - 1,
+                scores=np.asarray(entry["dtScores"][:max_det], dtype=np.float64),
+                matched=np.asarray(entry["dtMatches"][:, :max_det]) > 0,
+                ignored=np.asarray(entry["dtIgnore"][:, :max_det], dtype=bool),
+                gt_ids=np.asarray(entry["gtIds"], dtype=np.int64),
+                gt_ignored=np.asarray(entry["gtIgnore"], dtype=bool),
+            )
+        )
+    return tuple(found)
 
 
 def _normalised_gt(coco_gt: Mapping[str, Any]) -> dict[str, Any]:

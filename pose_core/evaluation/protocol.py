@@ -14,6 +14,10 @@ greedy OKS (see :func:`match_by_oks`); COCO AP does its own matching.
 Every prediction is scored ``person score x mean keypoint score`` (:func:`prediction_score`)
 in both modes; AP depends on this ranking, so it is kept stable.
 
+AP comes with a 95% bootstrap interval (``ap_ci``, :mod:`pose_core.evaluation.bootstrap`):
+1000 seeded resamples of the people (ground-truth-box mode) or of the images (detector mode,
+where a false positive belongs to an image, not to a person).
+
 Coordinates: the pipeline returns continuous image coordinates (pixel ``i`` spans
 ``[i, i + 1)``), while COCO keypoint labels are pixel indices (pixel ``i`` is at ``i``), so
 predicted keypoints are shifted by -0.5 px before they meet the labels (as detectron2 does when
@@ -32,6 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from pose_core.evaluation.bootstrap import ApInterval, ap_interval
 from pose_core.evaluation.dataset import ImageRecord, KeypointDataset, load_dataset
 from pose_core.evaluation.oks import KeypointPrediction, coco_keypoint_metrics, oks
 from pose_core.evaluation.pck import (
@@ -106,6 +111,7 @@ class EvaluationReport(BaseModel):
     n_predictions: int
     n_matched: int
     ap: float
+    ap_ci: ApInterval
     ap50: float
     ap75: float
     ar: float
@@ -158,6 +164,8 @@ def evaluate(
     mode = EvaluationMode(mode)
     start = time.perf_counter()
     predictions: list[KeypointPrediction] = []
+    prediction_units: list[int] = []  # bootstrap unit: person id (gt-boxes) or image id
+    gt_units: dict[int, int] = {}
     error_rows: list[np.ndarray] = []
     normalizers: list[float] = []
     n_matched = 0
@@ -172,11 +180,15 @@ def evaluate(
                     f"predict_in_rects returned {len(poses)} people for {len(rects)} rects"
                 )
             pairs = list(enumerate(range(len(poses))))
+            prediction_units.extend(p.id for p in people)
+            gt_units.update((p.id, p.id) for p in people)
         else:
             poses = list(
                 pipeline.predict(image, max_people=DEFAULT_MAX_PEOPLE, min_score=min_score)
             )
             pairs = match_by_oks(record, poses)
+            prediction_units.extend(record.id for _ in poses)
+            gt_units.update((p.id, record.id) for p in record.annotations)
         predictions.extend(
             KeypointPrediction(record.id, coco_keypoints(p), prediction_score(p)) for p in poses
         )
@@ -188,6 +200,8 @@ def evaluate(
             progress(done, len(dataset.images))
 
     metrics = coco_keypoint_metrics(dataset.coco, predictions)
+    unit = "person" if mode is EvaluationMode.GT_BOXES else "image"
+    interval = ap_interval(metrics, prediction_units, gt_units, unit=unit)
     errors = np.concatenate(error_rows) if error_rows else np.zeros((0, 17))
     summary = summarize_errors(errors)
     pck_value = pck(errors, np.asarray(normalizers), PCK_THRESHOLD)
@@ -199,6 +213,7 @@ def evaluate(
         n_predictions=len(predictions),
         n_matched=n_matched,
         ap=metrics.ap,
+        ap_ci=interval,
         ap50=metrics.ap50,
         ap75=metrics.ap75,
         ar=metrics.ar,
@@ -207,7 +222,14 @@ def evaluate(
         per_keypoint_error_px=summary.per_keypoint,
         wall_time_s=time.perf_counter() - start,
     )
-    logger.info("evaluation %s: AP %.4f on %d people", mode.value, report.ap, report.n_people)
+    logger.info(
+        "evaluation %s: AP %.4f (95%% CI %.4f-%.4f) on %d people",
+        mode.value,
+        report.ap,
+        interval.low,
+        interval.high,
+        report.n_people,
+    )
     return report
 
 

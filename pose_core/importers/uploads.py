@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pose_core.importers.manifest import ManifestRejected, check_dry_run_shape, validated_manifest
+
 UploadHandler = Callable[[Path, Mapping[str, Any]], "UploadInfo"]
 
 _HANDLERS: dict[str, UploadHandler] = {}
@@ -83,7 +85,10 @@ def inspect_upload(path: Path, filename: str, manifest: Mapping[str, Any] | None
     lowered = filename.lower()
     for suffix in sorted(_HANDLERS, key=len, reverse=True):
         if lowered.endswith(suffix):
-            return _HANDLERS[suffix](path, manifest or {})
+            try:
+                return _HANDLERS[suffix](path, validated_manifest(manifest))
+            except ManifestRejected as exc:
+                raise UploadRejected(str(exc)) from exc
     raise UploadRejected(
         f"unsupported model file {filename!r}; supported: {', '.join(supported_suffixes())}"
     )
@@ -106,14 +111,9 @@ def dummy_shape(
                 raise UploadRejected(
                     f"manifest input_shape {list(override)} contradicts {list(declared)}"
                 )
-        return tuple(override)
-    shape = []
-    for dim in declared:
-        if isinstance(dim, int) and dim > 0:
-            shape.append(dim)
-        else:
-            shape.append(1)
-    return tuple(shape)
+        return check_dry_run_shape(override, name)
+    shape = [dim if isinstance(dim, int) and dim > 0 else 1 for dim in declared]
+    return check_dry_run_shape(shape, name)
 
 
 _ONNX_TYPES = {
@@ -305,6 +305,7 @@ def _export_checked(model: Any, target: Path, input_shape: tuple[int, ...]) -> U
 
     from pose_core.export import OnnxExportError, export_onnx
 
+    check_dry_run_shape(input_shape, "input")
     try:
         with torch.no_grad():
             outputs = model(torch.rand(input_shape, generator=torch.Generator().manual_seed(0)))

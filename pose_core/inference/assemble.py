@@ -42,6 +42,20 @@ def keypoint_model(manifest: Mapping[str, Any], runner: Runner) -> KeypointModel
     raise ManifestError(f"no keypoint decoding for manifest kind {kind!r}")
 
 
+def check_manifest(manifest: Mapping[str, Any]) -> None:
+    """Raise unless :func:`keypoint_model` can decode ``manifest``; nothing runs (the
+    decoders check their fields when built and call their runner only to predict).
+
+    Raises:
+        ManifestError: see :func:`keypoint_model`.
+    """
+    keypoint_model(manifest, _not_run)
+
+
+def _not_run(batch: Any) -> Any:
+    raise AssertionError("check_manifest builds a decoder and never runs it")
+
+
 def pose_pipeline(
     manifest: Mapping[str, Any], runner: Runner, detector: Runner | None
 ) -> PosePipeline:

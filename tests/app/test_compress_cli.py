@@ -12,7 +12,7 @@ from compress_support import export_tiny_graph_model, store_version_1
 from service_support import TEST_DATA, cli_env, run_cli
 
 from app.commands.compress import load_recipe, progress_bar
-from app.report_table import flatten, format_table
+from app.report_table import flatten, format_table, with_intervals
 from model_store import open_store
 
 
@@ -31,13 +31,16 @@ def test_eval_prints_the_report_and_attaches_it(tmp_path: Path) -> None:
     table = _cli(*args)
     assert table.returncode == 0, table.stderr
     header, row = table.stdout.strip().splitlines()[-2:]
-    assert header.split()[:4] == ["model", "mode", "n_images", "n_people"]
+    assert header.split()[:6] == ["model", "mode", "n_images", "n_people", "ap", "ap_ci"]
     assert row.split()[:3] == ["tiny:1", "gt-boxes", "3"]
 
     attached = _cli(*args, "--json", "--attach")
     assert attached.returncode == 0, attached.stderr
     report = json.loads(attached.stdout)
     assert report["mode"] == "gt-boxes" and 0 <= report["ap"] <= 1
+    interval = report["ap_ci"]
+    assert f"[{interval['low']:.3f}, {interval['high']:.3f}]" in row
+    assert (interval["unit"], interval["n_units"]) == ("person", report["n_people"])
     stored = store.models.get_version("tiny", 1).report or {}
     assert stored["evaluation"][str(dataset.resolve())]["gt-boxes"]["ap"] == report["ap"]
 
@@ -66,5 +69,8 @@ def test_recipe_files_and_progress_bar(tmp_path: Path) -> None:
 def test_flatten_and_text_table() -> None:
     flat = flatten({"a": {"b": 1, "c": {"d": 2.5}}, "e": [1, 2], "f": None})
     assert flat == {"a.b": 1, "a.c.d": 2.5, "e": [1, 2], "f": None}
+    interval = {"ap": 0.25, "ap_ci": {"low": 0.2104, "high": 0.30, "level": 0.95}}
+    cells = with_intervals(flatten({"accuracy": interval}))
+    assert cells["accuracy.ap_ci"] == "[0.210, 0.300]" and cells["accuracy.ap_ci.low"] == 0.2104
     text = format_table([{"x": 0.123456, "y": None}, {"x": 2, "y": "z"}], ["x", "y"])
     assert text.splitlines() == ["x       y", "0.1235   ", "2       z"]

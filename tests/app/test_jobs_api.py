@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import redis
 from fastapi.testclient import TestClient
 from service_support import assert_error_shape
@@ -49,3 +50,14 @@ def test_export_of_unknown_version_is_404_and_bad_params_422(client: TestClient,
     assert_error_shape(bad.json(), "validation_error")
     assert client.get("/jobs").json() == []
     assert client.get("/jobs/does-not-exist").status_code == 404
+
+
+@pytest.mark.parametrize("tolerance", ["Infinity", "NaN", "-Infinity", 0])
+def test_export_tolerance_must_be_a_finite_positive_number(
+    client: TestClient, tiny_onnx: Path, tolerance: object
+):
+    with tiny_onnx.open("rb") as handle:
+        client.post("/models", data={"name": "tiny"}, files={"file": ("tiny.onnx", handle)})
+    response = client.post("/models/tiny/versions/1/export", json={"tolerance": tolerance})
+    assert response.status_code == 422, response.text
+    assert client.get("/jobs").json() == []

@@ -5,6 +5,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from service_support import assert_error_shape, stored_files
 
@@ -91,6 +92,11 @@ def test_aliases_move_in_one_call_and_block_deletion(client: TestClient, tiny_on
     assert_error_shape(conflict.json(), "conflict")
     assert client.put("/models/tiny/aliases/latest", json={"version": 1}).status_code == 409
     assert client.put("/models/tiny/aliases/x", json={"version": 9}).status_code == 404
+    # no pose manifest: serving could not run it, so it cannot be the default
+    not_servable = client.put("/models/tiny/aliases/default", json={"version": 1})
+    assert not_servable.status_code == 422
+    assert_error_shape(not_servable.json(), "not_servable")
+    assert client.delete("/models/tiny/aliases/default").status_code == 409
 
     assert client.delete("/models/tiny/versions/1").status_code == 204
     assert client.delete("/models/tiny/versions/2", params={"force": "true"}).status_code == 204
@@ -123,3 +129,65 @@ def test_api_key_guards_every_write(make_client: Callable[..., TestClient], tiny
     ):
         assert client.request(method, url).status_code == 401, (method, url)
     assert client.get("/models/tiny/versions/1").status_code == 200
+
+
+def _relu_onnx(path: Path, shape: list[int]) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"input_shape": [1, 3, 100000, 100000]},
+        {"input_shape": [1, 3, 20000, 20000]},  # 4.8 GB: fits in RAM, still refused
+        {"input_shape": [1, 3, "64", 64]},
+        {"input_size": 1000000},
+        {"input_size": "abc"},
+        {"input_size": [0, -5]},
+        {"input_size": [64, 64, 64]},
+        {"kind": "heatmap", "input_size": [64, 64], "std": [0, 1, 1]},
+        {"kind": "heatmap", "input_size": [64, 64], "mean": ["x", 0, 0]},
+        {"keypoints": 17},
+    ],
+)
+def test_bad_manifests_are_422_and_store_nothing(
+    client: TestClient, tiny_onnx: Path, manifest: dict
+):
+    response = upload(client, tiny_onnx, manifest=json.dumps(manifest))
+    assert response.status_code == 422, response.text
+    assert_error_shape(response.json(), "upload_rejected")
+    assert client.get("/models").json() == []
+
+
+@pytest.mark.parametrize("side", [100_000, 20_000])
+def test_huge_declared_inputs_are_refused_without_allocating(
+    client: TestClient, tmp_path: Path, side: int
+):
+    model = _relu_onnx(tmp_path / "huge.onnx", [1, 3, side, side])
+    response = upload(client, model)
+    assert response.status_code == 422, response.text
+    assert "dry-run limit" in response.json()["error"]["message"]
+    small = upload(client, _relu_onnx(tmp_path / "small.onnx", [1, 3, 64, 64]))
+    assert small.status_code == 201, small.text
+
+
+def test_the_cleaned_file_name_is_recorded(client: TestClient, tiny_onnx: Path):
+    response = client.post(
+        "/models",
+        data={"name": "tiny"},
+        files={"file": ("../../../../x y.onnx", tiny_onnx.read_bytes())},
+    )
+    assert response.status_code == 201, response.text
+    version = client.get("/models/tiny/versions/1").json()
+    assert version["recipe"]["filename"] == "x_y.onnx"
+    assert {a["filename"] for a in version["artifacts"]} == {"x_y.onnx"}

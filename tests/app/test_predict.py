@@ -87,6 +87,29 @@ def test_predict_finds_the_people(client: TestClient, photo: Path, people: int) 
     assert timing["total"] >= timing["detect"] + timing["landmarks"]
 
 
+def test_phone_mpo_finds_the_people_of_its_first_picture(client: TestClient) -> None:
+    with Image.open(ZIDANE) as photo:
+        rgb = photo.convert("RGB")
+    mpo = io.BytesIO()
+    rgb.save(mpo, format="MPO", save_all=True, append_images=[rgb.resize((64, 36))], quality=95)
+    response = _post(client, mpo.getvalue())
+    assert response.status_code == 200, response.text
+    _check_people(response.json(), 1280, 720)
+    assert len(response.json()["people"]) == 2
+
+
+def test_sixteen_bit_png_answers_like_its_eight_bit_twin(client: TestClient) -> None:
+    with Image.open(ZIDANE) as photo:
+        gray = np.asarray(photo.convert("L"))
+    png8, png16 = io.BytesIO(), io.BytesIO()
+    Image.fromarray(gray).save(png8, format="PNG")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(png16, format="PNG")
+    eight, sixteen = _post(client, png8.getvalue()), _post(client, png16.getvalue())
+    assert sixteen.status_code == 200, sixteen.text
+    assert sixteen.json()["people"] == eight.json()["people"]
+    assert len(sixteen.json()["people"]) >= 1
+
+
 def test_zidane_people_stand_left_and_right(client: TestClient) -> None:
     body = _post(client, ZIDANE).json()
     noses = sorted(p["keypoints"][0]["x"] for p in body["people"])

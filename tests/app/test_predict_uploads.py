@@ -168,9 +168,58 @@ def test_generic_onnx_without_pose_manifest_cannot_predict(
 ) -> None:
     content = _heatmap_onnx(tmp_path / "plain.onnx")
     assert _upload(client, "plain", "plain.onnx", content).status_code == 201
-    response = _predict(client, "plain")
+    response = _predict(client, "plain", version="1")
     assert response.status_code == 422
     assert_error_shape(response.json(), "not_servable")
+    # it never becomes the default, so /predict without a version has nothing to serve
+    assert client.get("/models/plain").json()["default"] is None
+    unnamed = _predict(client, "plain")
+    assert unnamed.status_code == 404
+    assert "no default version" in unnamed.json()["error"]["message"]
+    # a name that never served keypoints takes any valid model
+    assert _upload(client, "plain", "plain.onnx", content).status_code == 201
+
+
+# --------------------------------------------------- uploads under a name serving keypoints
+def _served_version(client: TestClient) -> int:
+    response = _predict(client, "blazepose-full", min_score="0")
+    assert response.status_code == 200, response.text
+    return int(response.json()["version"])
+
+
+def test_an_upload_that_cannot_serve_under_a_serving_name_is_422_and_stores_nothing(
+    client: TestClient, data_dir: Path, tmp_path: Path
+) -> None:
+    uploads = [
+        ("plain.onnx", _heatmap_onnx(tmp_path / "plain.onnx")),  # no pose manifest
+        ("tiny.tflite", _tiny_tflite()),  # not a BlazePose landmark model
+    ]
+    for filename, content in uploads:
+        response = _upload(client, "blazepose-full", filename, content)
+        assert response.status_code == 422, response.text
+        assert_error_shape(response.json(), "upload_rejected")
+        assert "serves keypoints" in response.json()["error"]["message"]
+    versions = client.get("/models/blazepose-full/versions").json()
+    assert [v["version"] for v in versions] == [1]
+    builtin = {a["sha256"] for a in versions[0]["artifacts"]}
+    assert {p.name for p in stored_files(data_dir, "artifacts")} == builtin
+    assert _served_version(client) == 1
+
+
+def test_a_servable_upload_is_served_by_default_only_once_the_alias_moves(
+    client: TestClient, tmp_path: Path
+) -> None:
+    content = _heatmap_onnx(tmp_path / "h.onnx")
+    response = _upload(client, "blazepose-full", "h.onnx", content, HEATMAP_MANIFEST)
+    assert response.status_code == 201, response.text
+    assert response.json()["version"] == 2
+    model = client.get("/models/blazepose-full").json()
+    assert (model["default"], model["latest"]) == (1, 2)
+    assert _served_version(client) == 1
+    moved = client.put("/models/blazepose-full/aliases/default", json={"version": 2})
+    assert moved.status_code == 200, moved.text
+    assert _served_version(client) == 2
+    assert client.delete("/models/blazepose-full/versions/2").status_code == 409
 
 
 # ----------------------------------------------------------------------------- TFLite
@@ -208,7 +257,7 @@ def test_tiny_tflite_is_converted_to_onnx_and_kept(client: TestClient) -> None:
     model = client.get("/models/tiny-tflite/versions/1/artifact")
     onnx.checker.check_model(onnx.load_from_string(model.content))
     # no pose manifest: stored, but /predict says why it cannot serve it
-    assert _predict(client, "tiny-tflite").status_code == 422
+    assert _predict(client, "tiny-tflite", version="1").status_code == 422
 
 
 @pytest.mark.parametrize(
@@ -272,6 +321,13 @@ def test_state_dict_for_the_builtin_architecture(
     builtin = _predict(client, "blazepose-full").json()["people"]
     assert len(ours) == 2
     np.testing.assert_allclose([p["bbox"] for p in ours], [p["bbox"] for p in builtin], atol=0.5)
+    if suffix == ".safetensors":  # under the built-in name it decodes: kept, not promoted
+        again = _upload(
+            client, "blazepose-full", "w.safetensors", content, {"architecture": "blazepose-full"}
+        )
+        assert again.status_code == 201, again.text
+        model = client.get("/models/blazepose-full").json()
+        assert (model["default"], model["latest"]) == (1, 2)
 
 
 class _NotATensor:

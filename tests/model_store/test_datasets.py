@@ -55,10 +55,10 @@ def test_valid_dataset_summary(tmp_path: Path):
     [
         ({"annotations__0__image_id": 99}, "unknown image_id"),
         ({"annotations__0__category_id": 7}, "unknown category_id"),
-        ({"annotations__0__id": "x"}, "integer id"),
+        ({"annotations__0__id": "x"}, "id: Input should be a valid integer"),
         ({"annotations__0__bbox": [1, 2]}, "bbox"),
         ({"images__0__file_name": "missing.jpg"}, "not in images/"),
-        ({"categories__0__keypoints": ["nose"]}, "17 keypoint names"),
+        ({"categories__0__keypoints": ["nose"]}, "categories.0.keypoints"),
     ],
 )
 def test_inconsistent_annotations_are_rejected(tmp_path: Path, patch: dict, message: str):
@@ -110,3 +110,71 @@ def test_member_count_and_uncompressed_limits(tmp_path: Path):
 def test_unsafe_member_names(name: str):
     with pytest.raises(DatasetRejected):
         safe_member_name(name)
+
+
+def _image_bytes(format: str, size: tuple[int, int] = (32, 24)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 10)).save(buffer, format=format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    "annotations",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"images": ' + b"[" * 5000 + b"]" * 5000 + b', "annotations": []}',
+        _annotations(annotations__0__image_id=[1]),
+        _annotations(annotations__0__category_id={"id": 1}),
+        _annotations(annotations__0__bbox=["a", "b", "c", "d"]),
+        _annotations(images__0__width="wide"),
+        _annotations(images__0__width=33),
+        _annotations(annotations__0__keypoints__0=float("nan")),
+        _annotations(annotations__0__keypoints__4=float("inf")),
+        _annotations(annotations__0__keypoints__0="1"),
+        _annotations(images__0__id=True),
+    ],
+    ids=[
+        "nested-lists",
+        "nested-images",
+        "image_id-list",
+        "category_id-dict",
+        "bbox-strings",
+        "width-string",
+        "width-mismatch",
+        "nan-keypoint",
+        "inf-keypoint",
+        "string-keypoint",
+        "bool-id",
+    ],
+)
+def test_annotations_the_loader_cannot_use_are_rejected(tmp_path: Path, annotations: bytes):
+    with pytest.raises(DatasetRejected, match="annotations"):
+        _check(tmp_path, {"images/a.jpg": jpeg_bytes(), "annotations.json": annotations})
+
+
+@pytest.mark.parametrize(("name", "format"), [("a.png", "GIF"), ("a.jpg", "TIFF")])
+def test_images_in_formats_serving_refuses_are_rejected(tmp_path: Path, name: str, format: str):
+    with pytest.raises(DatasetRejected, match=format):
+        _check(tmp_path, {f"images/{name}": _image_bytes(format)})
+
+
+def test_rotated_photo_may_declare_its_upright_size(tmp_path: Path):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: labels made on the 24x32 upright view
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24)).save(buffer, format="JPEG", exif=exif)
+    upright = _annotations(images__0__width=24, images__0__height=32)
+    summary = _check(tmp_path, {"images/a.jpg": buffer.getvalue(), "annotations.json": upright})
+    assert summary.annotation_count == 1
+
+
+def test_annotations_have_their_own_size_cap(tmp_path: Path):
+    padded = _annotations() + b" " * 5000
+    limits = DatasetLimits(max_annotations_bytes=4096)
+    with pytest.raises(DatasetRejected, match=r"annotations\.json.* exceeds 4096 bytes"):
+        _check(tmp_path, {"images/a.jpg": jpeg_bytes(), "annotations.json": padded}, limits)
+    assert _check(tmp_path, {"images/a.jpg": jpeg_bytes(), "annotations.json": _annotations()})

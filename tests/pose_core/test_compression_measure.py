@@ -17,8 +17,13 @@ def _landmarks(n: int, seed: int) -> np.ndarray:
 
 def test_identical_landmarks_are_perfectly_faithful() -> None:
     out = _landmarks(4, 0)
-    fidelity = landmark_fidelity(out, out.copy(), 256.0)
-    assert fidelity == {"mean_landmark_px": 0.0, "mean_oks_vs_parent": 1.0, "n_crops": 4}
+    fidelity = landmark_fidelity(out, out.copy(), 256.0, held_out=True)
+    assert fidelity == {
+        "mean_landmark_px": 0.0,
+        "mean_oks_vs_parent": 1.0,
+        "n_crops": 4,
+        "held_out": True,
+    }
 
 
 def test_error_counts_only_the_coco_keypoints() -> None:
@@ -28,7 +33,7 @@ def test_error_counts_only_the_coco_keypoints() -> None:
     candidate[:, non_coco, :2] += 50.0
     candidate[:, list(BLAZEPOSE33_TO_COCO17), 0] += 3.0
     candidate[:, list(BLAZEPOSE33_TO_COCO17), 1] += 4.0
-    fidelity = landmark_fidelity(candidate.reshape(3, -1), parent, 256.0)
+    fidelity = landmark_fidelity(candidate.reshape(3, -1), parent, 256.0, held_out=False)
     assert fidelity["mean_landmark_px"] == pytest.approx(5.0, rel=1e-5)
     assert 0.0 < fidelity["mean_oks_vs_parent"] < 1.0  # type: ignore[operator]
 
@@ -36,8 +41,8 @@ def test_error_counts_only_the_coco_keypoints() -> None:
 def test_oks_falls_with_the_error() -> None:
     parent = _landmarks(2, 2)
     near, far = parent + 2.0, parent + 20.0
-    oks_near = landmark_fidelity(near, parent, 256.0)["mean_oks_vs_parent"]
-    oks_far = landmark_fidelity(far, parent, 256.0)["mean_oks_vs_parent"]
+    oks_near = landmark_fidelity(near, parent, 256.0, held_out=True)["mean_oks_vs_parent"]
+    oks_far = landmark_fidelity(far, parent, 256.0, held_out=True)["mean_oks_vs_parent"]
     assert oks_near > oks_far  # type: ignore[operator]
 
 

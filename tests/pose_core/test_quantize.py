@@ -13,7 +13,7 @@ from torch import nn
 from pose_core.compression import quantize_graph as qg
 from pose_core.compression import quantize_mixed as qm
 from pose_core.compression.base import OnnxModel
-from pose_core.compression.configs import QuantizeConfig
+from pose_core.compression.configs import Budget, QuantizeConfig
 from pose_core.compression.quantize_calibration import calibrate_ranges
 from pose_core.compression.registry import compress, parse_config
 
@@ -67,7 +67,7 @@ def _ranges(model_bytes: bytes, crops: np.ndarray, method: str) -> dict[str, tup
 
 
 def test_int8_output_close_and_smaller(tiny_onnx: bytes, crops: np.ndarray) -> None:
-    config = QuantizeConfig(calibrator="minmax", max_landmark_error_px=None)
+    config = QuantizeConfig(calibrator="minmax", budget=Budget(max_mean_px=None))
     result = compress(OnnxModel(tiny_onnx), config, crops)
     assert isinstance(result.model, OnnxModel)
     q_bytes = result.model.onnx_bytes
@@ -125,8 +125,14 @@ def test_fp32_node_after_folded_relu6_keeps_the_clipping(crops: np.ndarray) -> N
         net.dw.weight.mul_(20.0)  # most depthwise outputs now exceed 6: the clamp matters
     buf = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(net, torch.rand(1, 3, 32, 32), buf, input_names=["input"],
-                          output_names=["landmarks"], dynamo=False)
+        torch.onnx.export(
+            net,
+            torch.rand(1, 3, 32, 32),
+            buf,
+            input_names=["input"],
+            output_names=["landmarks"],
+            dynamo=False,
+        )
     fp32 = qg.preprocess_fp32(onnx.load_from_string(buf.getvalue()))
     q = qg.quantize_qdq(fp32, _ranges(buf.getvalue(), crops, "minmax"), per_channel=True)
     ref = qm.run_first_output(fp32.SerializeToString(), crops[-8:])
@@ -138,12 +144,16 @@ def test_fp32_node_after_folded_relu6_keeps_the_clipping(crops: np.ndarray) -> N
 
 
 def test_budget_drives_fp32_fallback(tiny_onnx: bytes, crops: np.ndarray) -> None:
-    config = QuantizeConfig(calibrator="minmax", max_landmark_error_px=1e-6, max_fp32_nodes=2)
+    config = QuantizeConfig(
+        calibrator="minmax",
+        budget=Budget(max_mean_px=1e-6, max_latency_ratio=None),
+        max_fp32_nodes=2,
+    )
     result = compress(OnnxModel(tiny_onnx), config, crops)
     report = result.report
     assert report["sensitivity_top"], "sensitivity ranking must be reported"
     assert len(report["excluded_nodes"]) <= 2
-    assert not report["within_budget"]
+    assert not report["error_within_budget"]
     assert isinstance(result.model, OnnxModel)
     graph = onnx.load_from_string(result.model.onnx_bytes)
     weighted = set(qg.weighted_nodes(graph)) | qg.float_weighted_nodes(graph)
@@ -163,7 +173,7 @@ def test_fp16_weights_half_size_and_close(tiny_onnx: bytes, crops: np.ndarray) -
 
 
 def test_outputs_stay_fp32(tiny_onnx: bytes, crops: np.ndarray) -> None:
-    result = compress(OnnxModel(tiny_onnx), QuantizeConfig(max_landmark_error_px=None), crops)
+    result = compress(OnnxModel(tiny_onnx), QuantizeConfig(budget=Budget(max_mean_px=None)), crops)
     assert isinstance(result.model, OnnxModel)
     model = onnx.load_from_string(result.model.onnx_bytes)
     producer = {o: n.op_type for n in model.graph.node for o in n.output}
@@ -173,7 +183,7 @@ def test_outputs_stay_fp32(tiny_onnx: bytes, crops: np.ndarray) -> None:
 
 def test_config_json_round_trip() -> None:
     config = QuantizeConfig(
-        calibrator="entropy", num_bins=1024, max_landmark_error_px=1.5, qat_steps=0
+        calibrator="entropy", num_bins=1024, budget=Budget(max_mean_px=1.5), qat_steps=0
     )
     again = parse_config(config.model_dump(mode="json"))
     assert again == config
@@ -187,8 +197,26 @@ def test_torch_module_input_is_exported_and_not_mutated(crops: np.ndarray) -> No
     torch.manual_seed(1)
     model = TinyPoseNet().eval()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    config = QuantizeConfig(calibrator="percentile", percentile=99.9, max_landmark_error_px=None)
+    config = QuantizeConfig(
+        calibrator="percentile", percentile=99.9, budget=Budget(max_mean_px=None)
+    )
     result = compress(model, config, crops[:16])
     assert isinstance(result.model, OnnxModel)
     assert result.report["calibrator"] == "percentile"
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_fp32_fallback_never_exceeds_the_latency_budget(
+    tiny_onnx: bytes, crops: np.ndarray
+) -> None:
+    """No graph is 1000x faster than fp32: the fallback is cut back to full INT8."""
+    budget = Budget(max_mean_px=1e-6, max_latency_ratio=1e-3, latency_tolerance=0.0)
+    result = compress(
+        OnnxModel(tiny_onnx), QuantizeConfig(calibrator="minmax", budget=budget), crops
+    )
+    report = result.report
+    assert report["tradeoff_curve"], "the error budget asked for fp32 nodes"
+    assert report["excluded_nodes"] == []
+    probes = report["fallback_latency"]
+    assert probes[0]["n_fp32"] >= 1 and probes[-1]["n_fp32"] <= 1
+    assert all(p["latency_ratio"] > 1e-3 for p in probes)

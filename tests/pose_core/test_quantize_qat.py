@@ -11,7 +11,7 @@ from torch import nn
 
 from pose_core.compression import quantize_graph as qg
 from pose_core.compression.base import OnnxModel
-from pose_core.compression.configs import QuantizeConfig
+from pose_core.compression.configs import Budget, QuantizeConfig
 from pose_core.compression.data import CropSet
 from pose_core.compression.quantize import _onnx_bytes
 from pose_core.compression.quantize_calibration import calibrate_ranges
@@ -58,7 +58,10 @@ def test_qat_runs_and_exports_int8(tmp_path: object) -> None:
     crops = np.random.default_rng(0).random((24, 3, 256, 256), dtype=np.float32)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     config = QuantizeConfig(
-        calibrator="minmax", qat_steps=3, qat_batch_size=4, max_landmark_error_px=None,
+        calibrator="minmax",
+        qat_steps=3,
+        qat_batch_size=4,
+        budget=Budget(max_mean_px=None),
         num_holdout_crops=4,
     )
     result = compress(model, config, CropSet(crops))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+from service_support import export_tiny_onnx
 
 from app.settings import Settings
 from model_store import Store
@@ -65,3 +66,17 @@ def test_parity_failure_is_a_job_error(
     ctx = _context(store, settings, tmp_path, optimization="extended", tolerance=-1.0)
     with pytest.raises(JobError, match="differs"):
         export_onnx_job(ctx)
+
+
+def test_an_export_never_moves_the_default(store: Store, settings: Settings, tmp_path: Path):
+    manifest = {"kind": "heatmap", "input_size": [64, 64]}
+    path = export_tiny_onnx(tmp_path / "tiny.onnx")
+    pending = store.models.create_pending_version("tiny", format="onnx", manifest=manifest)
+    store.models.finalize_version("tiny", pending.number, {"model": path})
+    assert store.models.get_model("tiny").default == 1
+    export_onnx_job(_context(store, settings, tmp_path, verify_samples=2))
+    child = store.models.get_version("tiny", 2)
+    assert store.models.is_servable(child)  # it could serve, but nobody promoted it
+    info = store.models.get_model("tiny")
+    assert (info.default, info.latest) == (1, 2)
+    assert store.models.resolve("tiny", "default").number == 1

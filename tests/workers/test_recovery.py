@@ -56,3 +56,32 @@ def test_jobs_of_dead_workers_are_requeued_or_failed(
     assert len(queued) == 2
     assert any(dead_local.encode() in m for m in queued)
     assert any(stale_remote.encode() in m for m in queued)
+
+
+def test_folders_of_killed_attempts_and_ended_jobs_are_removed(
+    store: Store, settings: Settings, stored_tiny: int
+):
+    from workers.runtime import attempt_scratch, job_work_dir
+
+    live = _running(store, this_worker_id(), attempts=2)
+    dead = _running(store, "other-host:9", attempts=1, age_s=3600)
+    ended = store.jobs.create("compress", {"model": "tiny", "version": 1}).id
+    store.jobs.fail(ended, "boom")
+    kept = [attempt_scratch(store, live, 2), job_work_dir(store, "compress", live)]
+    gone = [
+        attempt_scratch(store, live, 1),  # an earlier, killed attempt of a live job
+        attempt_scratch(store, dead, 1),  # the attempt of a dead worker (re-queued now)
+        attempt_scratch(store, "no-such-job", 1),
+        job_work_dir(store, "compress", ended),
+    ]
+    for folder in kept + gone:
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / "file.bin").write_bytes(b"x" * 10)
+    job_work_dir(store, "compress", dead).mkdir(parents=True)  # kept: resumes from it
+
+    recover_stale_jobs(settings, create_celery(settings))
+
+    assert store.jobs.get(dead).status == "queued"
+    assert all(folder.exists() for folder in kept)
+    assert job_work_dir(store, "compress", dead).exists()
+    assert not any(folder.exists() for folder in gone)

@@ -3,7 +3,8 @@
 - ``POST /models/{name}/versions/{v}/compress`` (recipe checked before queueing)
 - ``POST /models/{name}/versions/{v}/evaluate``
 - ``GET /models/{name}/versions/{v}/report``
-- ``GET /models/{name}/compare?versions=1,2,3``
+- ``POST /models/{name}/versions/{v}/optimize``
+- ``GET /models/{name}/compare?versions=1,2,3`` / ``?job=<optimize job>``
 """
 
 from __future__ import annotations
@@ -14,25 +15,29 @@ from fastapi import APIRouter, Query, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
-from app.api.deps import CeleryDep, StoreDep, WriteGuard
+from app.api.deps import CeleryDep, SettingsDep, StoreDep
 from app.api.routes.versions import find_version
 from app.errors import ApiError
 from app.jobs import accepted, enqueue_job
 from app.report_table import compare_rows
 from app.schemas import (
+    BODY_ERRORS,
     CompareRow,
     CompareTable,
     CompressRequest,
     ErrorResponse,
     EvaluateRequest,
     JobPublic,
+    OptimizeRequest,
 )
-from model_store import VersionInfo
+from app.settings import Settings
+from model_store import Store, VersionInfo
+from model_store.lineage import SERVABLE_KINDS, served_version
+from pose_core.importers.uploads import KIND_BLAZEPOSE
 
 router = APIRouter(
     prefix="/models/{name}",
     tags=["compression"],
-    dependencies=[WriteGuard],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 
@@ -40,17 +45,25 @@ TORCH_ROLES = {"recipe", "weights"}
 ONNX_METHODS = {"quantize"}  # methods that run on an ONNX graph (the others need torch)
 
 
-def validate_recipe(steps: list[dict[str, Any]], parent: VersionInfo) -> list[dict[str, Any]]:
-    """Typed configs of every step (as JSON), or 422 naming the step and the problem."""
+def validate_recipe(
+    steps: list[dict[str, Any]], parent: VersionInfo, settings: Settings
+) -> list[dict[str, Any]]:
+    """Typed configs of every step (as JSON), or 422 naming the step and the problem. Training
+    steps and time budgets are bounded by the settings."""
     from pydantic import ValidationError
 
     from pose_core.compression.base import UnknownMethodError
+    from pose_core.compression.configs import MAX_TRAINING_STEPS, MAX_TRAINING_TIME_S
     from pose_core.compression.registry import known_methods, parse_config
 
+    limits = {
+        MAX_TRAINING_STEPS: settings.max_training_steps,
+        MAX_TRAINING_TIME_S: settings.soft_time_limit,
+    }
     configs = []
     for index, step in enumerate(steps):
         try:
-            configs.append(parse_config(step))
+            configs.append(parse_config(step, limits))
         except UnknownMethodError as exc:
             raise ApiError(
                 422,
@@ -87,21 +100,40 @@ def validate_recipe(steps: list[dict[str, Any]], parent: VersionInfo) -> list[di
     return [c.model_dump(mode="json") for c in configs]
 
 
+def require_kind(store: Store, version: VersionInfo, *kinds: str) -> None:
+    """422 unless the version's pose manifest (through its lineage) is one of ``kinds``: a job
+    on any other model would be accepted and then fail."""
+    kind = served_version(store, version).manifest.get("kind")  # NotServableError: 422
+    if kind not in kinds:
+        raise ApiError(
+            422,
+            "unsupported_model",
+            f"{version.model} v{version.number} is a {kind!r} model; this job needs "
+            f"{' or '.join(repr(k) for k in kinds)}",
+        )
+
+
 @router.post(
     "/versions/{ref}/compress",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 def start_compression(
-    name: str, ref: str, body: CompressRequest, store: StoreDep, celery: CeleryDep
+    name: str,
+    ref: str,
+    body: CompressRequest,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
 ) -> JSONResponse:
     """Start a ``compress`` job: run ``recipe`` on this version with crops of ``dataset``,
     store the result as a new version (each step's with ``keep_intermediate``) with its
     report. Every step is validated first (422 with the known methods or the field errors).
     Poll ``Location``."""
     parent = store.models.resolve(name, ref)
-    recipe = validate_recipe(body.recipe, parent)
+    require_kind(store, parent, KIND_BLAZEPOSE)
+    recipe = validate_recipe(body.recipe, parent, settings)
     store.datasets.get(body.dataset)
     if body.eval_dataset is not None:
         store.datasets.get(body.eval_dataset)
@@ -110,10 +142,48 @@ def start_compression(
 
 
 @router.post(
+    "/versions/{ref}/optimize",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobPublic,
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+)
+def start_optimization(
+    name: str,
+    ref: str,
+    body: OptimizeRequest,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+) -> JSONResponse:
+    """Start an ``optimize`` job: try FP16, INT8, prune, lowrank and their INT8 chains within
+    ``time_budget_s``, each measured against this version; store the Pareto-optimal ones that
+    meet the accuracy target as versions and recommend one. The table: ``GET
+    /models/{name}/compare?job=<job id>``. Poll ``Location``."""
+    parent = store.models.resolve(name, ref)
+    require_kind(store, parent, KIND_BLAZEPOSE)
+    if body.time_budget_s > settings.soft_time_limit:
+        raise ApiError(
+            422,
+            "invalid_argument",
+            f"time_budget_s: at most {settings.soft_time_limit} s on this service "
+            "(TASK_TIME_LIMIT less 60 s)",
+        )
+    store.datasets.get(body.dataset)
+    if body.eval_dataset is not None:
+        evaluation = store.datasets.get(body.eval_dataset)
+        if body.max_ap_loss is not None and not evaluation.has_annotations:
+            raise ApiError(
+                422, "unlabelled_dataset", f"max_ap_loss: dataset {evaluation.id} has no labels"
+            )
+    params = {"model": name, "version": parent.number, **body.model_dump()}
+    return accepted(enqueue_job(store, celery, "optimize", params))
+
+
+@router.post(
     "/versions/{ref}/evaluate",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}, 503: {"model": ErrorResponse}},
 )
 def start_evaluation(
     name: str, ref: str, body: EvaluateRequest, store: StoreDep, celery: CeleryDep
@@ -122,6 +192,7 @@ def start_evaluation(
     ground-truth-box or detector mode, attached to the version's report under
     ``evaluation.<dataset id>.<mode>``. Poll ``Location``."""
     version = store.models.resolve(name, ref)
+    require_kind(store, version, *SERVABLE_KINDS)
     dataset = store.datasets.get(body.dataset)
     if not dataset.has_annotations:
         raise ApiError(422, "unlabelled_dataset", f"dataset {dataset.id} has no annotations")
@@ -143,12 +214,23 @@ def get_report(name: str, ref: str, store: StoreDep) -> dict[str, Any]:
 def compare_versions(
     name: str,
     store: StoreDep,
-    versions: Annotated[str, Query(description="comma-separated versions, e.g. 1,2,3")],
+    versions: Annotated[
+        str | None, Query(description="comma-separated versions, e.g. 1,2,3")
+    ] = None,
+    job: Annotated[
+        str | None, Query(description="an optimize job: its Pareto table and stored versions")
+    ] = None,
 ) -> CompareTable:
-    """Every report field of each version, flattened, with ratios to the first listed."""
-    refs = [v.strip() for v in versions.split(",") if v.strip()]
+    """Every report field of each version, flattened, with ratios to the first listed; with
+    ``job``, the optimize job's candidate table (``pareto``) and, unless ``versions`` says
+    otherwise, its source version and the versions it stored."""
+    pareto = _optimize_table(store, name, job) if job else None
+    refs = [v.strip() for v in (versions or "").split(",") if v.strip()]
+    if not refs and pareto is not None:
+        stored = [c["version"] for c in pareto["candidates"] if c.get("version")]
+        refs = [str(v) for v in [pareto["parent"]["version"], *stored]]
     if not refs:
-        raise ApiError(422, "invalid_argument", "versions: give at least one version")
+        raise ApiError(422, "invalid_argument", "versions: give at least one version (or job)")
     found = [find_version(store, name, ref) for ref in refs]
     columns, rows = compare_rows([(v.number, v.report) for v in found])
     return CompareTable(
@@ -156,4 +238,17 @@ def compare_versions(
         baseline=found[0].number,
         columns=columns,
         rows=[CompareRow(version=n, fields=f, ratios=r) for n, f, r in rows],
+        pareto=pareto,
     )
+
+
+def _optimize_table(store: Any, name: str, job_id: str) -> dict[str, Any]:
+    """The table an optimize job wrote into its source version's report."""
+    job = store.jobs.get(job_id)
+    if job.kind != "optimize" or job.params.get("model") != name:
+        raise ApiError(404, "not_found", f"job {job_id} is not an optimize job of {name}")
+    source = store.models.get_version(name, int(job.params["version"]))
+    table = (source.report or {}).get("optimize", {}).get(job_id)
+    if table is None:
+        raise ApiError(409, "conflict", f"optimize job {job_id} is {job.status}: no table yet")
+    return dict(table)

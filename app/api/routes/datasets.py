@@ -8,14 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep, StoreDep, WriteGuard
-from app.schemas import DatasetPublic, ErrorResponse
+from app.api.deps import SettingsDep, StoreDep
+from app.schemas import BODY_ERRORS, DatasetPublic, ErrorResponse
 from app.uploads import saved_upload
 
 router = APIRouter(
     prefix="/datasets",
     tags=["datasets"],
-    dependencies=[WriteGuard],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 
@@ -24,7 +23,7 @@ router = APIRouter(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
-    responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}},
 )
 async def upload_dataset(
     store: StoreDep,

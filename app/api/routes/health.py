@@ -1,4 +1,5 @@
-"""Liveness (/health), readiness (/ready: database and broker reachable), /metrics."""
+"""Liveness (/health), readiness (/ready: database and broker reachable; the supervised
+worker's state under ``posecompress serve``), /metrics."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.deps import CeleryDep, StoreDep
+from app.api.deps import CeleryDep, SettingsDep, StoreDep
+from app.embedded.worker_status import worker_status
 from app.errors import ApiError
-from app.schemas import HealthPublic
+from app.schemas import ErrorResponse, HealthPublic, ReadyPublic
 from model_store.records import JOB_STATUSES
 
 router = APIRouter(tags=["health"])
@@ -24,8 +26,11 @@ def _broker_ping(celery: CeleryDep) -> None:
         conn.ensure_connection(max_retries=1, interval_start=0, timeout=2)
 
 
-@router.get("/ready", response_model=HealthPublic, responses={503: {"description": "not ready"}})
-async def ready(store: StoreDep, celery: CeleryDep) -> HealthPublic:
+@router.get("/ready", response_model=ReadyPublic, responses={503: {"model": ErrorResponse}})
+async def ready(store: StoreDep, celery: CeleryDep, settings: SettingsDep) -> ReadyPublic:
+    """200 while the database and the broker answer (503 otherwise). Under ``posecompress
+    serve`` the worker is reported too: ``degraded`` while it is down (jobs wait; predict
+    still works)."""
     checks: dict[str, str] = {}
     for name, check in (("database", store.db.ping), ("broker", lambda: _broker_ping(celery))):
         try:
@@ -35,7 +40,10 @@ async def ready(store: StoreDep, celery: CeleryDep) -> HealthPublic:
             checks[name] = f"unreachable: {type(exc).__name__}: {exc}"
     if any(value != "ok" for value in checks.values()):
         raise ApiError(503, "not_ready", "a dependency is unreachable", checks)
-    return HealthPublic(status="ready", checks=checks)
+    worker = await run_in_threadpool(worker_status, settings)
+    if worker is not None:
+        checks["worker"] = worker.describe()
+    return ReadyPublic(status="ready" if worker is None or worker.up else "degraded", checks=checks)
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=True)

@@ -7,14 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import CeleryDep, StoreDep, WriteGuard
+from app.api.deps import CeleryDep, StoreDep
 from app.jobs import revoke_job
 from app.schemas import ErrorResponse, JobPublic
 
 router = APIRouter(
     prefix="/jobs",
     tags=["jobs"],
-    dependencies=[WriteGuard],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 

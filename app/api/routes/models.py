@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep, StoreDep, WriteGuard
-from app.schemas import ErrorResponse, ModelPublic, ModelUploaded
+from app.api.deps import SettingsDep, StoreDep
+from app.schemas import BODY_ERRORS, ErrorResponse, ModelPublic, ModelUploaded
 from app.uploads import parse_json_field, saved_upload
 from model_store import Store, VersionInfo
 from model_store.registry import check_name
@@ -19,31 +19,37 @@ from pose_core.importers.uploads import inspect_upload
 router = APIRouter(
     prefix="/models",
     tags=["models"],
-    dependencies=[WriteGuard],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 
 
 def store_uploaded_model(
-    store: Store, name: str, path: Path, filename: str, manifest: dict[str, Any] | None
+    store: Store, name: str, path: Path, manifest: dict[str, Any] | None
 ) -> VersionInfo:
-    """Inspect the upload (forward pass) and only then store it as a new version."""
-    from app.serving.uploads import stored_files, stored_manifest, with_architecture
+    """Inspect the upload (forward pass), check it serves the model's task when the name
+    serves keypoints, and only then store it as a new version. ``path`` is named by the
+    cleaned upload file name, which the recipe records."""
+    from app.serving.uploads import (
+        check_serves_model_task,
+        stored_files,
+        stored_manifest,
+        with_architecture,
+    )
 
     manifest = with_architecture(store, manifest)
-    info = inspect_upload(path, filename, manifest)
+    info = inspect_upload(path, path.name, manifest)
+    files = stored_files(info, path)
+    kept_manifest = stored_manifest(info, manifest)
+    check_serves_model_task(store, name, files, kept_manifest)
     pending = store.models.create_pending_version(
         name,
         format=info.format,
-        recipe={"source": "upload", "filename": filename},
-        manifest=stored_manifest(info, manifest),
+        recipe={"source": "upload", "filename": path.name},
+        manifest=kept_manifest,
     )
     try:
         return store.models.finalize_version(
-            name,
-            pending.number,
-            stored_files(info, path),
-            report={"inspection": info.as_report()},
+            name, pending.number, files, report={"inspection": info.as_report()}
         )
     except Exception as exc:
         store.models.mark_failed(name, pending.number, f"storing the upload failed: {exc}")
@@ -54,7 +60,7 @@ def store_uploaded_model(
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelUploaded,
-    responses={413: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 422: {"model": ErrorResponse}},
 )
 async def upload_model(
     store: StoreDep,
@@ -66,9 +72,7 @@ async def upload_model(
     check_name(name)
     manifest_dict = parse_json_field(manifest, "manifest")
     async with saved_upload(file, store.scratch_dir, settings.max_upload_bytes) as path:
-        version = await run_in_threadpool(
-            store_uploaded_model, store, name, path, file.filename or "", manifest_dict
-        )
+        version = await run_in_threadpool(store_uploaded_model, store, name, path, manifest_dict)
     artifact = version.artifact("model")
     return ModelUploaded(
         name=name,

@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, StoreDep
 from app.errors import ApiError, error_fields
-from app.schemas import ErrorBody, ErrorResponse
+from app.schemas import BODY_ERRORS, ErrorBody, ErrorResponse
 from app.serving.images import decode_image
 from app.serving.predictor import Prediction, Predictor
 from app.serving.schemas import BatchItem, BatchPredictionPublic, ImageSize, PredictionPublic
@@ -24,14 +24,16 @@ from app.settings import Settings
 from model_store import Store
 from model_store.errors import NotServableError
 from model_store.lineage import ServedVersion
+from model_store.records import DEFAULT
 from pose_core.builtin import BUILTIN_MODEL_NAME
 from pose_core.inference.assemble import ManifestError
 
 router = APIRouter(
     tags=["predict"],
     responses={
+        **BODY_ERRORS,
+        401: {"model": ErrorResponse},
         404: {"model": ErrorResponse},
-        413: {"model": ErrorResponse},
         415: {"model": ErrorResponse},
         422: {"model": ErrorResponse},
         503: {"model": ErrorResponse},
@@ -42,7 +44,9 @@ MAX_BATCH_IMAGES = 32
 _predictor_lock = threading.Lock()
 
 ModelField = Annotated[str, Form(description="model name")]
-VersionField = Annotated[str, Form(description="version number or alias")]
+VersionField = Annotated[
+    str, Form(description="version number or alias; default: the model's 'default' alias")
+]
 MaxPeopleField = Annotated[int, Form(ge=0, le=100, description="detections examined, at most")]
 MinScoreField = Annotated[float, Form(ge=0.0, le=1.0, description="minimum person score")]
 FormatField = Annotated[Literal["json", "png"] | None, Form(description="png: draw skeletons")]
@@ -165,7 +169,7 @@ async def predict(
     settings: SettingsDep,
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP photo")],
     model: ModelField = BUILTIN_MODEL_NAME,
-    version: VersionField = "latest",
+    version: VersionField = DEFAULT,
     max_people: MaxPeopleField = 10,
     min_score: MinScoreField = 0.5,
     detector: DetectorField = "tiled",
@@ -173,7 +177,8 @@ async def predict(
     format_query: FormatQuery = None,
 ) -> Response:
     """People in one photo: box, score and 17 COCO keypoints in image pixels (or, with
-    ``format=png``, the photo with skeletons drawn). ``Server-Timing`` gives the stages."""
+    ``format=png``, the photo with skeletons drawn), by the model's ``default`` version
+    unless ``version`` names another. ``Server-Timing`` gives the stages."""
     return await _predict_response(
         request,
         store,
@@ -223,7 +228,7 @@ async def predict_batch(
     settings: SettingsDep,
     images: Annotated[list[UploadFile], File(description="several photos")],
     model: ModelField = BUILTIN_MODEL_NAME,
-    version: VersionField = "latest",
+    version: VersionField = DEFAULT,
     max_people: MaxPeopleField = 10,
     min_score: MinScoreField = 0.5,
     detector: DetectorField = "tiled",

@@ -8,24 +8,32 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import FileResponse, JSONResponse
 
-from app.api.deps import CeleryDep, StoreDep, WriteGuard
+from app.api.deps import CeleryDep, StoreDep
 from app.jobs import accepted, enqueue_job
-from app.schemas import AliasUpdate, ErrorResponse, ExportRequest, JobPublic, VersionPublic
+from app.schemas import (
+    BODY_ERRORS,
+    AliasUpdate,
+    ErrorResponse,
+    ExportRequest,
+    JobPublic,
+    VersionPublic,
+)
 from model_store import Store, VersionInfo
 from model_store.artifacts import Blob
+from model_store.records import version_number
 
 router = APIRouter(
     prefix="/models/{name}",
     tags=["versions"],
-    dependencies=[WriteGuard],
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 
 
 def find_version(store: Store, name: str, ref: str) -> VersionInfo:
     """A number gives that version whatever its status; an alias gives a ready one."""
-    if ref.isdigit():
-        return store.models.get_version(name, int(ref))
+    number = version_number(ref)
+    if number is not None:
+        return store.models.get_version(name, number)
     return store.models.resolve(name, ref)
 
 
@@ -77,14 +85,23 @@ def list_aliases(name: str, store: StoreDep) -> dict[str, int]:
     return store.models.get_model(name).aliases
 
 
-@router.put("/aliases/{alias}", response_model=VersionPublic)
+@router.put(
+    "/aliases/{alias}",
+    response_model=VersionPublic,
+    responses={**BODY_ERRORS, 409: {"model": ErrorResponse}},
+)
 def set_alias(name: str, alias: str, body: AliasUpdate, store: StoreDep) -> VersionPublic:
     """Create or move ``alias`` to a ready version (``latest`` is automatic)."""
     return VersionPublic.of(store.models.set_alias(name, alias, body.version))
 
 
-@router.delete("/aliases/{alias}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete(
+    "/aliases/{alias}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={409: {"model": ErrorResponse}},
+)
 def delete_alias(name: str, alias: str, store: StoreDep) -> Response:
+    """409 for ``latest``, which is maintained automatically."""
     store.models.delete_alias(name, alias)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -93,7 +110,7 @@ def delete_alias(name: str, alias: str, store: StoreDep) -> Response:
     "/versions/{ref}/export",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobPublic,
-    responses={503: {"model": ErrorResponse}},
+    responses={**BODY_ERRORS, 503: {"model": ErrorResponse}},
 )
 def start_export(
     name: str, ref: str, store: StoreDep, celery: CeleryDep, body: ExportRequest | None = None

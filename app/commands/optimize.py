@@ -1,0 +1,85 @@
+"""``posecompress optimize NAME:VERSION --dataset ID (--max-ap-loss X | --min-oks X)``: start
+an optimize job on a running server, show its progress, then print its Pareto table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from app.commands.compress import follow_job
+from app.settings import Settings
+
+COLUMNS = (
+    "name",
+    "version",
+    "latency_ratio",
+    "size_ratio",
+    "oks_vs_parent",
+    "mean_px",
+    "ap",
+    "meets_target",
+    "pareto",
+    "recommended",
+    "note",
+)
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "optimize", help="search compression candidates within a time budget (Pareto table)"
+    )
+    parser.add_argument("model", help="NAME:VERSION (or NAME:alias; NAME alone = latest)")
+    parser.add_argument("--dataset", required=True, help="training / calibration dataset id")
+    parser.add_argument("--eval-dataset", help="labelled dataset id (needed by --max-ap-loss)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--max-ap-loss", type=float, help="AP loss allowed on --eval-dataset")
+    target.add_argument("--min-oks", type=float, help="mean OKS vs the parent, held-out crops")
+    parser.add_argument("--objective", choices=("latency", "size"), default="latency")
+    parser.add_argument("--time-budget-s", type=float, default=1800.0)
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server [%(default)s]")
+    parser.add_argument("--api-key", help="X-API-Key (or POSECOMPRESS_API_KEY)")
+    parser.set_defaults(handler=run)
+
+
+def pareto_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parent and every candidate as printable rows."""
+    rows = [{**table["parent"], "note": "parent"}]
+    for row in table["candidates"]:
+        rows.append({**row, "note": row.get("skipped") or row.get("error") or ""})
+    return rows
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import logging
+
+    import httpx
+
+    from app.report_table import format_table
+
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    name, _, ref = args.model.partition(":")
+    body = {
+        "dataset": args.dataset,
+        "eval_dataset": args.eval_dataset,
+        "max_ap_loss": args.max_ap_loss,
+        "min_oks_vs_parent": args.min_oks,
+        "objective": args.objective,
+        "time_budget_s": args.time_budget_s,
+    }
+    key = args.api_key or settings.api_key
+    client = httpx.Client(base_url=args.url, timeout=60, headers={"X-API-Key": key} if key else {})
+    response = client.post(f"/models/{name}/versions/{ref or 'latest'}/optimize", json=body)
+    if response.status_code != 202:
+        print(f"error {response.status_code}: {response.text}", file=sys.stderr)
+        return 1
+    job = follow_job(client, response.json()["job_id"])
+    if job is None:
+        return 130
+    if job["status"] != "succeeded":
+        print(f"job {job['status']}: {job.get('error') or job['message']}", file=sys.stderr)
+        return 1
+    table = client.get(f"/models/{name}/compare", params={"job": job["id"]}).json()["pareto"]
+    print(f"{name}: {job['message']} (objective {table['objective']}, target {table['target']})")
+    print(format_table(pareto_rows(table), list(COLUMNS)))
+    return 0
