@@ -39,7 +39,6 @@ def fp16_job(browser: Any, ui_server: UiServer) -> dict[str, Any]:
     page.select_option("fieldset[data-method=quantize] select[name=mode]", "fp16_weights")
     page.select_option("#compress-dataset", ui_server.dataset)
     page.select_option("#compress-eval", ui_server.dataset)
-    page.fill("input[name=max_crops]", "4")
     page.fill("input[name=augment_copies]", "0")
     page.fill("input[name=latency_rounds]", "3")
     preview = page.text_content("#compress-preview") or ""
@@ -91,7 +90,8 @@ def test_root_opens_the_page_which_lists_blazepose_and_loads_nothing_from_elsewh
     assert page.get_attribute("body", "data-model") == "blazepose-full"
     assert page.get_attribute("#versions-table tbody tr", "data-version") == "1"
     assert "ready" in (page.text_content("#versions-table tbody tr") or "")
-    assert page.text_content("#served-alias") == "latest"
+    aliases = ui_server.client.get("/models/blazepose-full/aliases").json()
+    assert page.text_content("#served-alias") == ("default" if "default" in aliases else "latest")
     assert page.is_visible("#lineage .node[data-version='1']")
     origins = {urlsplit(url).netloc for url in requested}
     assert origins == {urlsplit(ui_server.url).netloc}, requested
@@ -118,9 +118,10 @@ def test_compress_form_shows_live_progress_and_the_new_version_on_the_plot(
     page.wait_for_selector("#view-compare:not([hidden])")
     plotted = page.eval_on_selector_all("#pareto g.point", "g => g.map(x => x.dataset.version)")
     assert set(plotted) >= {"1", str(new_version)}
-    # the default-served version (latest = the new one) is the ringed point
+    # the default-served version (alias ``default`` when stored, else ``latest``) is ringed
+    aliases = ui_server.client.get("/models/blazepose-full/aliases").json()
     served = page.get_attribute("#pareto g.point[data-served=true]", "data-version")
-    assert served == str(ui_server.client.get("/models/blazepose-full").json()["latest"])
+    assert served == str(aliases.get("default", aliases["latest"]))
     rows = page.eval_on_selector_all(
         "#compare-table tbody tr", "r => r.map(x => x.dataset.version)"
     )
@@ -157,6 +158,14 @@ def test_try_it_draws_both_skeletons_with_scores_and_timing_side_by_side(
     page.select_option("#try-a", "@default")
     page.select_option("#try-b", "1")
     page.click("#try-form button[type=submit]")
+    # /predict needs the key too where the server guards every POST
+    page.wait_for_function(
+        "document.querySelector('#key-dialog').open"
+        " || document.querySelectorAll('.panel[data-people]').length === 2",
+        timeout=120_000,
+    )
+    if page.is_visible("#key-dialog"):
+        give_api_key(page)
     page.wait_for_function(
         "document.querySelectorAll('.panel[data-people]').length === 2", timeout=120_000
     )
