@@ -41,6 +41,9 @@ def fp16_job(browser: Any, ui_server: UiServer) -> dict[str, Any]:
     page.select_option("#compress-eval", ui_server.dataset)
     page.fill("input[name=augment_copies]", "0")
     page.fill("input[name=latency_rounds]", "3")
+    # three latency rounds on a busy machine can put lossless fp16 over the latency budget:
+    # keep the result either way, this test is about the page
+    page.fill("#compress-extra", '{"budget": {"on_over_budget": "keep"}}')
     preview = page.text_content("#compress-preview") or ""
     page.click("#compress-form button[type=submit]")
     give_api_key(page)
