@@ -72,8 +72,6 @@ def progress_bar(fraction: float, message: str, width: int = 30) -> str:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
-    import httpx
-
     from app.report_table import flatten, format_table, with_intervals
     from model_store.records import DEFAULT
 
@@ -92,18 +90,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "keep_intermediate": args.keep_intermediate,
         "promote": args.promote,
     }
-    key = args.api_key or settings.api_key
-    client = httpx.Client(base_url=args.url, timeout=60, headers={"X-API-Key": key} if key else {})
-    response = client.post(f"/models/{name}/versions/{ref or DEFAULT}/compress", json=body)
-    if response.status_code != 202:
-        print(f"error {response.status_code}: {response.text}", file=sys.stderr)
-        return 1
-    job = follow_job(client, response.json()["job_id"])
-    if job is None:
-        return 130
-    if job["status"] != "succeeded":
-        print(f"job {job['status']}: {job.get('error') or job['message']}", file=sys.stderr)
-        return 1
+    client = api_client(args, settings)
+    job = start_and_follow(client, f"/models/{name}/versions/{ref or DEFAULT}/compress", body)
+    if isinstance(job, int):
+        return job
     result = job["result"]
     version = client.get(f"/models/{result['model']}/versions/{result['version']}").json()
     print(f"{result['model']}:{result['version']} (parent v{version['parent']}) {job['message']}")
@@ -114,6 +104,30 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         flat = with_intervals(flatten(report))
         print(format_table([{k: flat.get(k) for k in SUMMARY}], list(SUMMARY)))
     return 0
+
+
+def api_client(args: argparse.Namespace, settings: Settings) -> Any:
+    """An httpx client for ``--url`` that sends ``--api-key`` (or the API_KEY setting)."""
+    import httpx
+
+    key = args.api_key or settings.api_key
+    return httpx.Client(base_url=args.url, timeout=60, headers={"X-API-Key": key} if key else {})
+
+
+def start_and_follow(client: Any, path: str, body: dict[str, Any]) -> dict[str, Any] | int:
+    """POST a job request and follow the job: the succeeded job, or the exit code (1 refused
+    or failed, 130 cancelled by Ctrl-C) after saying why on stderr."""
+    response = client.post(path, json=body)
+    if response.status_code != 202:
+        print(f"error {response.status_code}: {response.text}", file=sys.stderr)
+        return 1
+    job = follow_job(client, response.json()["job_id"])
+    if job is None:
+        return 130
+    if job["status"] != "succeeded":
+        print(f"job {job['status']}: {job.get('error') or job['message']}", file=sys.stderr)
+        return 1
+    return job
 
 
 def follow_job(client: Any, job_id: str) -> dict[str, Any] | None:

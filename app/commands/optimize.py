@@ -4,10 +4,9 @@ an optimize job on a running server, show its progress, then print its Pareto ta
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from app.commands.compress import follow_job
+from app.commands.compress import api_client, start_and_follow
 from app.settings import Settings
 
 COLUMNS = (
@@ -29,7 +28,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "optimize", help="search compression candidates within a time budget (Pareto table)"
     )
-    parser.add_argument("model", help="NAME:VERSION (or NAME:alias; NAME alone = latest)")
+    parser.add_argument(
+        "model", help="NAME:VERSION (or NAME:alias; NAME alone = its default version)"
+    )
     parser.add_argument("--dataset", required=True, help="training / calibration dataset id")
     parser.add_argument("--eval-dataset", help="labelled dataset id (needed by --max-ap-loss)")
     target = parser.add_mutually_exclusive_group(required=True)
@@ -53,9 +54,8 @@ def pareto_rows(table: dict[str, Any]) -> list[dict[str, Any]]:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import logging
 
-    import httpx
-
     from app.report_table import format_table
+    from model_store.records import DEFAULT
 
     logging.getLogger("httpx").setLevel(logging.WARNING)
     name, _, ref = args.model.partition(":")
@@ -67,18 +67,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "objective": args.objective,
         "time_budget_s": args.time_budget_s,
     }
-    key = args.api_key or settings.api_key
-    client = httpx.Client(base_url=args.url, timeout=60, headers={"X-API-Key": key} if key else {})
-    response = client.post(f"/models/{name}/versions/{ref or 'latest'}/optimize", json=body)
-    if response.status_code != 202:
-        print(f"error {response.status_code}: {response.text}", file=sys.stderr)
-        return 1
-    job = follow_job(client, response.json()["job_id"])
-    if job is None:
-        return 130
-    if job["status"] != "succeeded":
-        print(f"job {job['status']}: {job.get('error') or job['message']}", file=sys.stderr)
-        return 1
+    client = api_client(args, settings)
+    job = start_and_follow(client, f"/models/{name}/versions/{ref or DEFAULT}/optimize", body)
+    if isinstance(job, int):
+        return job
     table = client.get(f"/models/{name}/compare", params={"job": job["id"]}).json()["pareto"]
     print(f"{name}: {job['message']} (objective {table['objective']}, target {table['target']})")
     print(format_table(pareto_rows(table), list(COLUMNS)))
