@@ -4,11 +4,12 @@ the eval dataset (never trained or calibrated on).
 
 Example (starts ``posecompress serve`` on a temporary data dir unless ``--url`` is given)::
 
-    python bench/api_defaults.py --recipes fp16,int8,prune,lowrank
+    python bench/api_defaults.py --recipes fp16,int8,prune,lowrank --optimize-ap-loss 0.02
 
 Prints one row per recipe: the job's outcome and budget verdict, fidelity to v1 on the
 held-out crops, dev AP (with its confidence interval when the report has one), the latency
-ratio to v1 and the job's wall time.
+ratio to v1 and the job's wall time; with ``--optimize-ap-loss``, then the Pareto table of an
+``optimize`` job with that AP-loss target on the dev photos (default 30 min time budget).
 """
 
 from __future__ import annotations
@@ -142,6 +143,34 @@ def run_recipe(
     return row
 
 
+def run_optimize(
+    client: httpx.Client, train: str, dev: str, max_ap_loss: float, time_budget_s: float
+) -> dict[str, Any]:
+    """An ``optimize`` job on v1 with the AP-loss target; its Pareto table and wall time."""
+    body = {"dataset": train, "eval_dataset": dev, "max_ap_loss": max_ap_loss,
+            "time_budget_s": time_budget_s}  # fmt: skip
+    started = time.monotonic()
+    response = client.post(f"/models/{MODEL}/versions/1/optimize", json=body)
+    response.raise_for_status()
+    job_id = response.json()["job_id"]
+    while (job := client.get(f"/jobs/{job_id}").json())["status"] not in {
+        "succeeded", "failed", "cancelled"
+    }:  # fmt: skip
+        time.sleep(10)
+    wall_s = round(time.monotonic() - started)
+    if job["status"] != "succeeded":
+        return {"status": job["status"], "error": job["error"], "wall_s": wall_s}
+    table = client.get(f"/models/{MODEL}/compare", params={"job": job_id}).json()["pareto"]
+    return {"status": "succeeded", "message": job["message"], "wall_s": wall_s, "table": table}
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        print("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="a running server (default: start one)")
@@ -149,6 +178,8 @@ def main() -> int:
     parser.add_argument("--train", type=Path, default=SHARED / "unlabeled")
     parser.add_argument("--dev", type=Path, default=SHARED / "dev")
     parser.add_argument("--timeout-s", type=float, default=3 * 3600, help="per recipe")
+    parser.add_argument("--optimize-ap-loss", type=float, help="then optimize with this target")
+    parser.add_argument("--optimize-time-budget-s", type=float, default=1800.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -165,12 +196,26 @@ def main() -> int:
             logger.info("running %s", name)
             rows.append(run_recipe(client, name, train, dev, args.timeout_s))
             logger.info("%s", rows[-1])
+        optimized = None
+        if args.optimize_ap_loss is not None:
+            logger.info("running optimize (max_ap_loss %s)", args.optimize_ap_loss)
+            optimized = run_optimize(
+                client, train, dev, args.optimize_ap_loss, args.optimize_time_budget_s
+            )
     columns = ["recipe", "verdict", "mean_px", "oks", "held_out", "dev_ap", "dev_ap_ci",
                "parent_ap", "latency_ratio", "training_steps", "wall_s"]  # fmt: skip
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "---|" * len(columns))
-    for row in rows:
-        print("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
+    print_table(rows, columns)
+    if optimized is not None:
+        print(f"\noptimize: {optimized['status']} in {optimized['wall_s']} s: "
+              f"{optimized.get('message') or optimized.get('error')}")  # fmt: skip
+        if "table" in optimized:
+            table = optimized["table"]
+            candidates = [{**table["parent"], "name": "parent"}, *table["candidates"]]
+            for row in candidates:
+                row["note"] = row.get("skipped") or row.get("error") or ""
+            print_table(candidates, ["name", "version", "latency_ratio", "size_ratio",
+                                     "oks_vs_parent", "mean_px", "ap", "meets_target",
+                                     "pareto", "recommended", "wall_time_s", "note"])  # fmt: skip
     return 0
 
 
