@@ -135,7 +135,7 @@ def run_recipe(
         oks=round(fidelity["mean_oks_vs_parent"], 3),
         held_out=fidelity["n_crops"],
         dev_ap=round(accuracy["ap"], 3) if accuracy else None,
-        dev_ap_ci=[round(v, 3) for v in ci] if ci else None,
+        dev_ap_ci=[round(ci["low"], 3), round(ci["high"], 3)] if ci else None,
         parent_ap=round((report.get("parent_accuracy") or {}).get("ap", float("nan")), 3),
         latency_ratio=round(report["latency_ratio"], 3),
         training_steps=report.get("training_steps"),
