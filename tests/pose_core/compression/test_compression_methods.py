@@ -16,13 +16,10 @@ from torch import nn
 
 from pose_core.compression.base import CompressionError
 from pose_core.compression.configs import LowRankConfig, PruneConfig, RecoveryConfig
-from pose_core.compression.data import (
-    AugmentConfig,
-    CompressionData,
-    build_cropset,
-    coco_keypoints_to_blazepose33,
-)
-from pose_core.compression.distill import distill_loss, pose_outputs, train_distill
+from pose_core.compression.crops import build_cropset, coco_keypoints_to_blazepose33
+from pose_core.compression.data import AugmentConfig, CompressionData
+from pose_core.compression.distill import train_distill
+from pose_core.compression.distill_loss import distill_loss, pose_outputs
 from pose_core.compression.lowrank import decompose
 from pose_core.compression.measure import count_macs_params, example_input
 from pose_core.compression.pipeline import run_recipe
@@ -31,7 +28,7 @@ from pose_core.keypoints import BLAZEPOSE33_FLIP_PAIRS
 from pose_core.models.graph import load_graph_model, save_graph_model
 from pose_core.models.layers import ChannelPad
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 def _outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -416,7 +413,7 @@ def test_a_distillation_that_makes_things_worse_is_undone() -> None:
 
 
 def test_online_augmentation_is_seeded_and_keeps_crops_valid() -> None:
-    from pose_core.compression.distill import random_augment
+    from pose_core.compression.distill_loss import random_augment
 
     batch = random_crops(6).tensor(range(6))
     first = random_augment(batch, np.random.default_rng([0, 7]))
