@@ -16,6 +16,7 @@ RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 WORKDIR /srv/posecompress
 COPY pyproject.toml README.md ./
 COPY app ./app
+COPY common ./common
 COPY workers ./workers
 COPY model_store ./model_store
 COPY pose_core ./pose_core

@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import error_response
 from app.route_index import route_tags
-from app.settings import Settings
+from common.settings import Settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PREDICT_TAG = "predict"

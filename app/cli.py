@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from app.commands.common import apply_overrides
-    from app.settings import get_settings
+    from common.settings import get_settings
 
     apply_overrides(args)
     settings = get_settings()

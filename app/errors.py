@@ -28,7 +28,7 @@ from model_store.errors import (
     SchemaVersionError,
     StoreError,
 )
-from pose_core.importers.uploads import UploadRejected
+from pose_core.importers.upload_info import UploadRejected
 from pose_core.inference.assemble import ManifestError
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from celery import Celery
 from fastapi import status
@@ -12,17 +10,20 @@ from fastapi.responses import JSONResponse
 
 from app.errors import ApiError
 from app.schemas import JobPublic
+from common.jobs import task_name
+from common.params import JobParams
 from model_store import JobInfo, Store
-from workers.celery_app import task_name
 
 logger = logging.getLogger(__name__)
 
 
-def enqueue_job(store: Store, celery: Celery, kind: str, params: Mapping[str, Any]) -> JobInfo:
-    """Create a ``queued`` job row and send task ``posecompress.<kind>`` (task id = job id).
+def enqueue_job(store: Store, celery: Celery, kind: str, params: JobParams) -> JobInfo:
+    """Create a ``queued`` job row holding ``params`` (the typed params of ``kind``, which the
+    worker reads back with the same model) and send task ``posecompress.<kind>`` (task id =
+    job id).
 
     If the broker refuses the message the job is marked failed and 503 is raised."""
-    job = store.jobs.create(kind, params)
+    job = store.jobs.create(kind, params.model_dump(mode="json"))
     try:
         celery.send_task(task_name(kind), args=[job.id], task_id=job.id)
     except Exception as exc:

@@ -12,8 +12,8 @@ from app.auth import ApiKeyMiddleware
 from app.embedded.worker_status import worker_status
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
-from app.settings import Settings, get_settings
-from app.uploads import MULTIPART_SLACK, BodySizeLimitMiddleware
+from app.multipart import MULTIPART_SLACK, BodySizeLimitMiddleware
+from common.settings import Settings, get_settings
 
 ROUTERS = [
     health.router,

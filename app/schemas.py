@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from common.params import CompressOptions, ExportOptions, OptimizeOptions, TfliteExportOptions
 from model_store import DatasetInfo, JobInfo, ModelInfo, VersionInfo
 from model_store.records import MAX_VERSION_NUMBER
 
@@ -97,23 +98,15 @@ class AliasUpdate(BaseModel):
     version: int = Field(ge=1, le=MAX_VERSION_NUMBER)
 
 
-class ExportRequest(BaseModel):
+class ExportRequest(ExportOptions):
     """An ONNX Runtime-optimized graph (job ``export_onnx``)."""
 
-    format: Literal["onnx"] = "onnx"
-    optimization: Literal["disable", "basic", "extended"] = "basic"
-    verify_samples: int = Field(default=16, ge=1, le=100_000)
-    tolerance: float = Field(default=1e-4, gt=0, allow_inf_nan=False)
 
-
-class TfliteExportRequest(BaseModel):
+class TfliteExportRequest(TfliteExportOptions):
     """A TFLite file of the version's torch form (job ``export_tflite``); ``tolerance``
     (largest absolute output difference to ONNX Runtime) null = report only."""
 
     format: Literal["tflite"]
-    precision: Literal["fp32", "fp16", "int8_dynamic"] = "fp32"
-    verify_samples: int = Field(default=8, ge=1, le=1000)
-    tolerance: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
 
 def _export_format(body: Any) -> str:
@@ -193,51 +186,14 @@ class ReadyPublic(BaseModel):
     checks: dict[str, str]
 
 
-class CropOptions(BaseModel):
-    """Datasets and crop options shared by the compress and optimize requests."""
-
-    dataset: str = Field(description="training / calibration dataset id")
-    eval_dataset: str | None = Field(default=None, description="labelled dataset id for AP/PCK")
-    augment_copies: int = Field(default=1, ge=0, le=32, description="augmented copies per crop")
-    max_crops: int | None = Field(default=None, ge=1, description="person crops to use")
-    latency_rounds: int = Field(default=100, ge=1, le=1000)
-    holdout_fraction: float = Field(
-        default=0.2, gt=0, lt=1, description="images held out of every step for the budget checks"
-    )
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-
-
-class CompressRequest(CropOptions):
+class CompressRequest(CompressOptions):
     """Body of ``POST /models/{name}/versions/{v}/compress``. Each recipe step is a method
     config ``{"method": "quantize" | "prune" | "lowrank" | "distill", ...fields}``, with an
     optional ``budget`` (``pose_core.compression.configs.Budget``)."""
 
-    recipe: list[dict[str, Any]] = Field(min_length=1, max_length=16)
-    keep_intermediate: bool = Field(default=False, description="a version for every step")
-    promote: bool = Field(
-        default=False, description="move alias 'default' to the result if it is within budget"
-    )
 
-
-class OptimizeRequest(CropOptions):
+class OptimizeRequest(OptimizeOptions):
     """Body of ``POST /models/{name}/versions/{v}/optimize``: one accuracy target."""
-
-    objective: Literal["latency", "size"] = "latency"
-    max_ap_loss: float | None = Field(
-        default=None, gt=0, lt=1, description="AP on eval_dataset (labelled) vs the parent"
-    )
-    min_oks_vs_parent: float | None = Field(
-        default=None, gt=0, le=1, description="mean OKS vs the parent on held-out crops"
-    )
-    time_budget_s: float = Field(default=1800, ge=10, le=24 * 3600)
-
-    @model_validator(mode="after")
-    def _one_target(self) -> OptimizeRequest:
-        if (self.max_ap_loss is None) == (self.min_oks_vs_parent is None):
-            raise ValueError("set exactly one of max_ap_loss and min_oks_vs_parent")
-        if self.max_ap_loss is not None and self.eval_dataset is None:
-            raise ValueError("max_ap_loss needs eval_dataset (a labelled dataset)")
-        return self
 
 
 class EvaluateRequest(BaseModel):

@@ -25,7 +25,8 @@ import torch
 
 from pose_core.assets import ensure_blazepose_assets
 from pose_core.compression.base import CompressionResult, OnnxModel
-from pose_core.compression.data import AugmentConfig, CompressionData, CropSet, build_cropset
+from pose_core.compression.crops import build_cropset
+from pose_core.compression.data import AugmentConfig, CompressionData, CropSet
 from pose_core.compression.measure import measure_candidate, onnx_bytes_of
 from pose_core.compression.pipeline import run_recipe
 from pose_core.importers.tflite import import_blazepose_detector, import_blazepose_landmark

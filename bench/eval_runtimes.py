@@ -50,10 +50,11 @@ def litert_pipeline(cache_dir: Path, threads: int) -> TopDownPipeline:
 
 def onnx_runtime_pipeline(cache_dir: Path, threads: int, work_dir: Path) -> TopDownPipeline:
     """The built-in model's ONNX files (as stored and served) on ONNX Runtime."""
-    from pose_core.builtin import ROLE_DETECTOR, ROLE_MODEL, build_blazepose_bundle
+    from pose_core.builtin import build_blazepose_bundle
     from pose_core.inference.landmarks import BlazePoseLandmarkModel
     from pose_core.inference.pipeline import PosePipeline
     from pose_core.inference.runtime import OnnxRunner
+    from pose_core.roles import ROLE_DETECTOR, ROLE_MODEL
 
     bundle = build_blazepose_bundle(cache_dir, work_dir)
     return PosePipeline(

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from app.serving.builtin_import import import_default
-    from app.settings import Settings
+    from common.settings import Settings
     from model_store import open_store
 
     settings = Settings()

@@ -33,13 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pose_core.compression.base import OnnxModel  # noqa: E402
-from pose_core.compression.data import (  # noqa: E402
-    AugmentConfig,
-    CropSet,
+from pose_core.compression.crops import (  # noqa: E402
     build_cropset,
     load_crop_sources,
     load_rgb,
 )
+from pose_core.compression.data import AugmentConfig, CropSet  # noqa: E402
 from pose_core.compression.registry import compress, parse_config  # noqa: E402
 from pose_core.evaluation.latency import measure_latency, median_ratio  # noqa: E402
 from pose_core.evaluation.oks import KeypointPrediction, coco_keypoint_metrics  # noqa: E402

@@ -34,12 +34,8 @@ from bench.compression import detector_fn  # noqa: E402
 from bench.quantize import SHARED, DevSet  # noqa: E402
 from pose_core.assets import ensure_blazepose_assets  # noqa: E402
 from pose_core.compression.configs import LowRankConfig, PruneConfig, RecoveryConfig  # noqa: E402
-from pose_core.compression.data import (  # noqa: E402
-    AugmentConfig,
-    CompressionData,
-    CropSet,
-    build_cropset,
-)
+from pose_core.compression.crops import build_cropset  # noqa: E402
+from pose_core.compression.data import AugmentConfig, CompressionData, CropSet  # noqa: E402
 from pose_core.compression.distill import frozen_copy, train_distill  # noqa: E402
 from pose_core.compression.measure import count_macs_params, example_input  # noqa: E402
 from pose_core.compression.registry import compress  # noqa: E402

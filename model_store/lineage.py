@@ -16,14 +16,13 @@ from typing import TYPE_CHECKING, Any
 from model_store.artifacts import Blob
 from model_store.errors import NoDetectorError, NotFoundError, NotServableError
 from model_store.records import DEFAULT, VersionInfo
-from pose_core.builtin import BUILTIN_MODEL_NAME, ROLE_DETECTOR, ROLE_MODEL
+from pose_core.builtin import BUILTIN_MODEL_NAME
+from pose_core.manifest_kinds import SERVABLE_KINDS
+from pose_core.roles import ROLE_DETECTOR, ROLE_MODEL
 
 if TYPE_CHECKING:  # the registry calls check_servable: no import of it at run time
-    from model_store.registry import ModelRegistry
+    from model_store.registry_reads import RegistryReader
     from model_store.store import Store
-
-#: Manifest ``kind`` values a pose pipeline can be assembled from.
-SERVABLE_KINDS = ("blazepose", "heatmap", "simcc")
 
 #: Parents followed at most (a guard against a corrupt, cyclic lineage).
 MAX_LINEAGE = 1000
@@ -68,7 +67,7 @@ def served_version(store: Store, version: VersionInfo) -> ServedVersion:
     return _served(store.models, version)
 
 
-def check_servable(models: ModelRegistry, version: VersionInfo) -> ServedVersion:
+def check_servable(models: RegistryReader, version: VersionInfo) -> ServedVersion:
     """:func:`served_version`, and its manifest decodes
     (:func:`pose_core.inference.assemble.check_manifest`): metadata only, nothing runs.
 
@@ -85,14 +84,14 @@ def check_servable(models: ModelRegistry, version: VersionInfo) -> ServedVersion
     return served
 
 
-def _chain(models: ModelRegistry, version: VersionInfo) -> list[VersionInfo]:
+def _chain(models: RegistryReader, version: VersionInfo) -> list[VersionInfo]:
     chain = [version]
     while chain[-1].parent is not None and len(chain) < MAX_LINEAGE:
         chain.append(models.get_version(version.model, chain[-1].parent))
     return chain
 
 
-def _served(models: ModelRegistry, version: VersionInfo) -> ServedVersion:
+def _served(models: RegistryReader, version: VersionInfo) -> ServedVersion:
     chain = _chain(models, version)
     manifest = next((dict(v.manifest) for v in chain if v.manifest), {})
     kind = manifest.get("kind")
@@ -130,7 +129,7 @@ def _nearest_detector(chain: list[VersionInfo]) -> Blob | None:
     return None
 
 
-def _builtin_detector(models: ModelRegistry) -> Blob | None:
+def _builtin_detector(models: RegistryReader) -> Blob | None:
     """The built-in model's person detector: its default version's (through its lineage),
     else that of its first ready version carrying one (the default may be an upload)."""
     try:

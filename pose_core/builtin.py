@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pose_core.manifest_kinds import KIND_BLAZEPOSE
+from pose_core.roles import ROLE_DETECTOR, ROLE_MODEL, ROLE_RECIPE, ROLE_WEIGHTS
+
 logger = logging.getLogger(__name__)
 
 BUILTIN_MODEL_NAME = "blazepose-full"
@@ -31,11 +34,9 @@ LANDMARK_OUTPUTS = ("landmarks", "presence", "heatmap")
 LANDMARK_INPUT_SHAPE = (1, 3, 256, 256)
 DETECTOR_INPUT_SHAPE = (1, 3, 224, 224)
 
-#: Roles of the stored artifacts.
-ROLE_MODEL, ROLE_DETECTOR, ROLE_RECIPE, ROLE_WEIGHTS = "model", "detector", "recipe", "weights"
 
 BLAZEPOSE_MANIFEST: dict[str, Any] = {
-    "kind": "blazepose",
+    "kind": KIND_BLAZEPOSE,
     "architecture": BUILTIN_MODEL_NAME,
     "input": {
         "size": [256, 256],

@@ -10,7 +10,7 @@ from pathlib import Path
 from service_support import TEST_DATA
 
 from model_store import Store
-from tests.pose_core.compression_tiny import tiny_pose_model
+from tests.compression_tiny import tiny_pose_model
 
 
 def dev_subset_zip() -> bytes:

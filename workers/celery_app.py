@@ -1,6 +1,9 @@
 """The Celery application, built from settings. Configuration only: task modules are
 imported by the worker process (``include``), never by the API, which sends tasks by
-name (:func:`task_name`).
+name (:func:`common.jobs.task_name`). Importing this module builds no app: the worker's app
+is :func:`worker_celery` (cached; ``celery -A workers.celery_app`` finds it as ``app``), the
+API builds its producer with :func:`create_celery` from its own settings. Tasks are declared
+with ``shared_task``, so they bind to whichever app the process made.
 
 Reliability settings: late acks + reject on worker loss (a job whose process dies is
 re-delivered), prefetch 1 (a worker holds at most one job it is not running), a hard
@@ -11,12 +14,14 @@ a live, long job is not handed to a second worker).
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_ready
 
-from app.settings import Settings, get_settings
+from common.jobs import QUEUE
+from common.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +32,6 @@ TASK_MODULES = [
     "workers.tasks.evaluate",
     "workers.tasks.optimize",
 ]
-QUEUE = "posecompress"
-
-
-def task_name(kind: str) -> str:
-    """Celery task name of a job kind (e.g. ``export_onnx``)."""
-    return f"posecompress.{kind}"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -56,8 +55,17 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-celery_app = create_celery(get_settings())
-"""The worker's app (``celery -A workers.celery_app worker``)."""
+@lru_cache(maxsize=1)
+def worker_celery() -> Celery:
+    """The worker process's app, from the process settings, built on first use."""
+    return create_celery(get_settings())
+
+
+def __getattr__(name: str) -> Celery:
+    """``workers.celery_app.app`` (what ``celery -A workers.celery_app`` looks up), lazily."""
+    if name == "app":
+        return worker_celery()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @worker_ready.connect
@@ -65,4 +73,4 @@ def _recover_on_start(sender: Any = None, **_: Any) -> None:
     """Recover jobs of dead workers now, then keep checking in the background."""
     from workers.recovery import start_recovery_thread
 
-    start_recovery_thread(get_settings(), celery_app)
+    start_recovery_thread(get_settings(), worker_celery())

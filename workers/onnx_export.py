@@ -5,25 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended")
 
 
 def _session(path: Path, threads: int, level: str = "disable", save_to: Path | None = None) -> Any:
-    import onnxruntime as ort
+    from pose_core.inference.runtime import Optimization, ort_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    }[level]
-    if save_to is not None:
-        options.optimized_model_filepath = str(save_to)
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    if level not in OPTIMIZATION_LEVELS:
+        raise KeyError(level)
+    optimization = cast("Optimization", level)
+    return ort_session(
+        path, threads, spin=None, optimization=optimization, save_optimized_to=save_to
+    )
 
 
 def optimize_onnx(source: Path, target: Path, level: str, threads: int) -> None:
@@ -54,7 +49,7 @@ def parity_check(
     inputs (seeded). ``on_step(done, total)`` is called after each sample."""
     import numpy as np
 
-    from pose_core.importers.uploads import dummy_feeds
+    from pose_core.importers.onnx_format import dummy_feeds
 
     ref = _session(reference, threads)
     cand = _session(candidate, threads)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from celery import Celery
 
-from app.settings import Settings
+from common.jobs import task_name
+from common.settings import Settings
 from model_store import JobInfo, NotFoundError, Store, open_store
 from model_store.jobs import worker_is_dead
-from workers.celery_app import task_name
 from workers.runtime import SCRATCH_PREFIX, WORK_DIR
 
 logger = logging.getLogger(__name__)

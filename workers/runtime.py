@@ -1,7 +1,7 @@
 """Runs one job body inside a Celery task: claim, heartbeat, progress, cancellation,
 failure handling and retries of transient errors. Task modules stay thin::
 
-    @celery_app.task(name=task_name("export_onnx"), bind=True, max_retries=None)
+    @shared_task(name=task_name(EXPORT_ONNX), bind=True, max_retries=None)
     def export_onnx(self: Task, job_id: str) -> None:
         run_job(self, job_id, export_onnx_job)
 """
@@ -16,17 +16,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
 
-from app.settings import Settings, get_settings
+from common.params import JobParams
+from common.settings import Settings, get_settings
 from model_store import JobInfo, Store, open_store
 
 logger = logging.getLogger(__name__)
 
+ParamsT = TypeVar("ParamsT", bound=JobParams)
+
 TRANSIENT_RETRY_COUNTDOWN_S = 5
+PROGRESS_INTERVAL_S = 0.5  #: progress writes, at most one per interval unless forced
+STOP_PROBE_INTERVAL_S = 1.0  #: reads of the job row by ``should_stop()``, at most one per interval
 TRANSIENT_MAX_RETRIES = 5
 SCRATCH_PREFIX = "job-"  #: ``<data dir>/tmp/job-<job id>-<attempt>``
 WORK_DIR = "work"  #: ``<data dir>/work/<kind>-<job id>``
@@ -70,7 +76,11 @@ def worker_store() -> Store:
 
 
 class JobContext:
-    """What a job body gets: its row, the store, settings, scratch space, progress."""
+    """What a job body gets: its row, the store, settings, scratch space, progress.
+
+    Cancellation has one source, :meth:`should_stop` (the job row, read at most once a
+    second; a progress write also tells): pose_core loops get it as ``should_stop``, job code
+    calls :meth:`stop_if_requested`, and a progress write that finds the row cancelled stops."""
 
     def __init__(self, store: Store, job: JobInfo, settings: Settings, scratch: Path) -> None:
         self.store = store
@@ -78,22 +88,43 @@ class JobContext:
         self.settings = settings
         self.scratch = scratch
         self._last_write = 0.0
+        self._last_probe = float("-inf")
+        self._cancelled = False
 
     @property
     def params(self) -> dict[str, Any]:
         return self.job.params
 
+    def params_as(self, model: type[ParamsT]) -> ParamsT:
+        """The job row's params, read with the model the API stored them with (a field missing
+        from an older row takes its default)."""
+        try:
+            return model.model_validate(self.job.params)
+        except ValidationError as exc:
+            raise JobError(f"invalid job params: {exc}") from exc
+
     def progress(self, fraction: float, message: str, *, force: bool = False) -> None:
         """Record progress (throttled to ~2 writes/s) and stop if the job was cancelled."""
         now = time.monotonic()
-        if not force and now - self._last_write < 0.5:
+        if not force and now - self._last_write < PROGRESS_INTERVAL_S:
             return
         self._last_write = now
         if self.store.jobs.set_progress(self.job.id, fraction, message) == "cancelled":
+            self._cancelled = True
+        if self._cancelled:
             raise JobCancelled(self.job.id)
 
-    def check_cancelled(self) -> None:
-        if self.store.jobs.get(self.job.id).status == "cancelled":
+    def should_stop(self) -> bool:
+        """Whether the job was cancelled: reads the job row at most once a second."""
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_probe >= STOP_PROBE_INTERVAL_S:
+            self._last_probe = now
+            self._cancelled = self.store.jobs.get(self.job.id).status == "cancelled"
+        return self._cancelled
+
+    def stop_if_requested(self) -> None:
+        """Raise :class:`JobCancelled` when :meth:`should_stop` says so."""
+        if self.should_stop():
             raise JobCancelled(self.job.id)
 
 

@@ -12,12 +12,11 @@ from model_store import NotFoundError, Store, VersionInfo
 from model_store.errors import NotServableError
 from model_store.lineage import served_version
 from model_store.records import DEFAULT
+from pose_core.roles import ROLE_MODEL, ROLE_RECIPE, ROLE_WEIGHTS, TORCH_ROLES
 
 if TYPE_CHECKING:
     from pose_core.compression.base import CompressibleModel
     from pose_core.inference.pipeline import PosePipeline
-
-TORCH_ROLES = ("recipe", "weights")
 
 
 def has_role(version: VersionInfo, role: str) -> bool:
@@ -43,10 +42,10 @@ def load_compressible(store: Store, version: VersionInfo) -> CompressibleModel:
 
         from pose_core.models.graph import GraphModel
 
-        recipe = json.loads(artifact_bytes(store, version, "recipe"))
-        weights = load(artifact_bytes(store, version, "weights"))
+        recipe = json.loads(artifact_bytes(store, version, ROLE_RECIPE))
+        weights = load(artifact_bytes(store, version, ROLE_WEIGHTS))
         return GraphModel.from_recipe(recipe, weights)
-    return OnnxModel(onnx_bytes=artifact_bytes(store, version, "model"))
+    return OnnxModel(onnx_bytes=artifact_bytes(store, version, ROLE_MODEL))
 
 
 class PipelineUnavailable(Exception):

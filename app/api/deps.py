@@ -7,7 +7,7 @@ from typing import Annotated
 from celery import Celery
 from fastapi import Depends, Request
 
-from app.settings import Settings
+from common.settings import Settings
 from model_store import Store
 
 

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from app.commands.common import add_data_dir, add_host_port
-from app.settings import Settings
+from common.settings import Settings
 
 
 def register(subparsers: Any) -> None:

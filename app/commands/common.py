@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-# CLI option dest -> environment variable read by app.settings.Settings
+# CLI option dest -> environment variable read by common.settings.Settings
 OVERRIDES = {
     "host": "POSECOMPRESS_HOST",
     "port": "POSECOMPRESS_PORT",

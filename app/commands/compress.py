@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.settings import Settings
+from common.settings import Settings
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 SUMMARY = (

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from app.commands.common import add_data_dir
-from app.settings import Settings
+from common.settings import Settings
 
 #: ``ap_ci``: the 95% bootstrap interval of AP (over people in gt-boxes mode, images in detector)
 SUMMARY = (

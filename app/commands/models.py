@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from app.commands.common import add_data_dir
-from app.settings import Settings
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from app.commands.compress import api_client, start_and_follow
-from app.settings import Settings
+from common.settings import Settings
 
 COLUMNS = (
     "name",

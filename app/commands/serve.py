@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from app.commands.common import add_data_dir, add_host_port
-from app.settings import Settings
+from common.settings import Settings
 
 logger = logging.getLogger(__name__)
 

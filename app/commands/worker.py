@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from app.commands.common import add_data_dir
-from app.settings import Settings
+from common.settings import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -19,9 +19,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(_args: argparse.Namespace, settings: Settings) -> int:
-    from workers.celery_app import QUEUE, celery_app
+    from common.jobs import QUEUE
+    from workers.celery_app import worker_celery
 
-    celery_app.worker_main(
+    worker_celery().worker_main(
         [
             "worker",
             f"--concurrency={settings.job_workers}",

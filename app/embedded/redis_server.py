@@ -3,23 +3,11 @@ wheel) listening only on a unix socket under the data directory."""
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
-
-
-def embedded_socket_path(data_dir: Path) -> Path:
-    """``<data_dir>/redis/redis.sock``, or a short path in the temp dir when that is too
-    long for a unix socket (keyed by a hash of the data dir, so it is stable)."""
-    preferred = data_dir / "redis" / "redis.sock"
-    if len(str(preferred)) <= MAX_SOCKET_PATH:
-        return preferred
-    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"posecompress-{digest}.sock"
+from common.settings import embedded_socket_path
 
 
 def redis_server_binary() -> Path:

@@ -39,3 +39,7 @@ class CompressionError(Exception):
 
 class UnknownMethodError(CompressionError):
     """The recipe names a method that is not registered."""
+
+
+class StopRequested(Exception):
+    """``data.should_stop()`` said stop (the job was cancelled) between two pieces of work."""

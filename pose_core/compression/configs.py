@@ -7,7 +7,7 @@ torch, ONNX or numpy; the handlers that use them live in the method modules
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -32,9 +32,8 @@ class Budget(BaseModel):
     """What a step's result may cost against its input, measured after the step on held-out
     crops (crops of images that no step trained or calibrated on); ``None`` = not checked.
 
-    Defaults: 4 px is 1.6% of the 256-px crop and OKS 0.9 keeps keypoints well inside COCO's
-    tolerance, so lossless results pass (BlazePose-Full fp16 weights: 0.00 px, OKS 1.000 on
-    96 held-out crops) and a model that lost most of its AP (prune: 0.226 -> 0.025) cannot.
+    Defaults: lossless results pass, a model that lost most of its AP cannot (the measurements:
+    docs/compression-results.md, "Why the defaults").
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -62,6 +61,10 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    #: the method runs on an ONNX graph (an ONNX-only version, or the output of a step that
+    #: yields one); the others need a torch model (a version's ``recipe`` + ``weights``)
+    runs_on_onnx: ClassVar[bool] = False
+
     method: str
     config_version: int = 1
     budget: Budget = Budget()
@@ -75,11 +78,7 @@ class RecoveryConfig(BaseModel):
     steps: int = Field(default=300, ge=0)
     time_budget_s: float | None = Field(default=None, gt=0)
     batch_size: int = Field(default=8, ge=1)
-    #: BlazePose-Full pruned to 0.67x MACs (block_internal) + refit, 500 unlabeled crops, dev AP
-    #: held out (bench/recovery_curve.py; fp32 0.264, 0.098 after refit), 300 steps of batch 8:
-    #: lr 1e-5 -> 0.102, 5e-5 -> 0.119; 1e-4 -> 0.001 (1e-6, uniform scope, from 0.014:
-    #: 0.034-0.039 over 100-500 steps).
-    #: (1e-6 looked best when the refit had memorised its crops, which also were the eval crops.)
+    #: the best held-out AP after a pruning refit of the rates tried (docs: "Why the defaults")
     lr: float = Field(default=5e-5, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     landmark_weight: float = 1.0
@@ -96,8 +95,7 @@ class RecoveryConfig(BaseModel):
     smooth_l1_beta_px: float = 2.0
     #: a fresh random affine (rotation, scale, shift, flip) and colour jitter of every batch,
     #: with the teacher run on the same augmented crops (label-free only: ignored when
-    #: ``gt_weight`` > 0). The fixed crops alone are memorised: BlazePose pruned to 0.67x MACs,
-    #: 375 unlabeled crops, 1200 steps: training loss 28.8 -> 9.6 while held-out dev AP fell
+    #: ``gt_weight`` > 0): the fixed crops alone are memorised
     online_augment: bool = True
     checkpoint_every: int = Field(default=50, ge=1)
     seed: int = 0
@@ -159,12 +157,12 @@ class DistillConfig(MethodConfig, RecoveryConfig):
 class QuantizeConfig(MethodConfig):
     """Config of one quantization step (frozen, JSON round-trippable)."""
 
+    runs_on_onnx: ClassVar[bool] = True
+
     method: Literal["quantize"] = "quantize"
     mode: Literal["int8_static", "fp16_weights"] = "int8_static"
     calibrator: Calibrator = "percentile"
-    #: BlazePose-Full, 128 unlabeled calibration crops, dev AP held out (fp32 0.264): 99.999
-    #: -> 0.000, 99.99 -> 0.043, 99.9 -> 0.165, 99.8 -> 0.150, 99.5 -> 0.089, 99 -> 0.004;
-    #: entropy -> 0.000; a per-tensor MSE-optimal clip -> 0.014
+    #: the clip that kept the most held-out AP of those tried (docs: "Why the defaults")
     percentile: float = Field(99.9, gt=50.0, le=100.0)
     num_bins: int = Field(2048, ge=128)
     num_calibration_crops: int = Field(256, ge=1)
@@ -178,10 +176,8 @@ class QuantizeConfig(MethodConfig):
     qat_batch_size: int = Field(8, ge=1)
     qat_learning_rate: float = Field(2e-5, gt=0.0)
     #: activations fake-quantized during QAT: ``conv_inputs`` or ``all_tensors`` (every tensor
-    #: ONNX Runtime quantizes, residual-add inputs too; GraphModels only, others fall back).
-    #: all_tensors is 3x closer to ORT's INT8 output on a tiny model, yet on BlazePose-Full
-    #: (400 steps, lr 3e-5, p99.99, trained and calibrated on dev + unlabeled) it gave AP loss
-    #: 0.091 where conv_inputs gave 0.046
+    #: ONNX Runtime quantizes, residual-add inputs too; GraphModels only, others fall back);
+    #: conv_inputs lost half the AP all_tensors did on BlazePose-Full (docs: "Why the defaults")
     qat_fake_quant: Literal["all_tensors", "conv_inputs"] = "conv_inputs"
     sensitivity_top_k: int = Field(10, ge=0)
 
@@ -201,9 +197,8 @@ class PruneConfig(MethodConfig):
     importance: Literal["magnitude", "taylor"] = "magnitude"
     #: ``all``: every prunable channel group; ``block_internal``: only channels private to one
     #: block (an inverted residual's expanded channels: expand conv out, depthwise, project conv
-    #: in), never the channels residual adds couple across blocks
-    #: (BlazePose-Full at 0.67x MACs + refit, dev AP held out: block_internal 0.098, all 0.052;
-    #: in a network without residual adds both are the same)
+    #: in), never the channels residual adds couple across blocks (kept about twice the AP of
+    #: ``all`` on BlazePose-Full; without residual adds both are the same)
     scope: Literal["all", "block_internal"] = "block_internal"
     global_pruning: bool = False
     #: per-group share of the pruning: ``uniform`` (one ratio everywhere) or ``sensitivity``
@@ -212,7 +207,7 @@ class PruneConfig(MethodConfig):
     allocation: Literal["uniform", "sensitivity"] = "uniform"
     sensitivity_crops: int = Field(default=16, ge=1)
     #: keep channel counts multiples of this: ONNX Runtime's blocked conv kernels want 8 or 16
-    #: (measured: 30% pruning without rounding was no faster than the parent, with 8: ~0.65x)
+    #: (unrounded pruning was no faster than the parent)
     round_to: int | None = Field(default=8, ge=1)
     #: module-name prefixes never pruned (the output heads are always kept, whatever this says)
     ignored_layers: tuple[str, ...] = ()
@@ -242,7 +237,7 @@ class LowRankConfig(MethodConfig):
     tucker_kxk: bool = True
     #: output basis and rank spectrum of each factorization: the weights' SVD, or the
     #: eigenvectors of the layer's output second moment on ``refit_crops`` crops (activations:
-    #: closer to the parent on held-out photos and dev, docs/compression-results.md)
+    #: closer to the parent on held-out photos and dev)
     basis: Literal["weights", "activations"] = "activations"
     ignored_layers: tuple[str, ...] = ()  #: module-name prefixes left alone
     #: least-squares refit of the factorized layers (and every dense conv) to the parent's features

@@ -26,6 +26,7 @@ from pose_core.compression.base import CompressionError, CompressionResult
 from pose_core.compression.configs import LowRankConfig
 from pose_core.compression.data import CompressionData
 from pose_core.compression.distill import frozen_copy, recover
+from pose_core.compression.lowrank_layers import svd_layers, tucker2_layers
 from pose_core.compression.measure import count_macs_params, example_input
 from pose_core.compression.refit import Targets, refit_pointwise
 from pose_core.compression.registry import register
@@ -150,77 +151,6 @@ def _search_energy(cands: list[_Candidate], cfg: LowRankConfig, total: int) -> f
     return lo
 
 
-def _pair(value: Any) -> tuple[int, int]:
-    if isinstance(value, str):
-        raise CompressionError(f"cannot factorize a conv with padding={value!r}")
-    return (int(value[0]), int(value[1]))
-
-
-def _svd_layers(
-    module: nn.Conv2d | nn.Linear, rank: int, out_basis: torch.Tensor | None = None
-) -> nn.Sequential:
-    w = module.weight.detach()
-    flat = w.reshape(w.shape[0], -1)
-    if out_basis is None:
-        u, s, vh = torch.linalg.svd(flat, full_matrices=False)
-        root = s[:rank].sqrt()
-        first_w, second_w = root[:, None] * vh[:rank], u[:, :rank] * root[None, :]
-    else:  # project the outputs onto the data's strongest directions
-        first_w, second_w = out_basis[:, :rank].T @ flat, out_basis[:, :rank]
-    first: nn.Linear | nn.Conv2d
-    second: nn.Linear | nn.Conv2d
-    if isinstance(module, nn.Linear):
-        first = nn.Linear(module.in_features, rank, bias=False)
-        second = nn.Linear(rank, module.out_features, bias=module.bias is not None)
-    else:
-        first = nn.Conv2d(
-            module.in_channels,
-            rank,
-            1,
-            stride=_pair(module.stride),
-            padding=_pair(module.padding),
-            bias=False,
-        )
-        second = nn.Conv2d(rank, module.out_channels, 1, bias=module.bias is not None)
-    first.weight.data.copy_(first_w.reshape(first.weight.shape))
-    second.weight.data.copy_(second_w.reshape(second.weight.shape))
-    if module.bias is not None and second.bias is not None:
-        second.bias.data.copy_(module.bias.detach())
-    return nn.Sequential(first, second)
-
-
-def _tucker2_layers(
-    conv: nn.Conv2d, r_out: int, r_in: int, out_basis: torch.Tensor | None = None
-) -> nn.Sequential:
-    w = conv.weight.detach()
-    u_out = (
-        torch.linalg.svd(w.reshape(w.shape[0], -1), full_matrices=False)[0]
-        if out_basis is None
-        else out_basis
-    )[:, :r_out]
-    u_in = torch.linalg.svd(w.transpose(0, 1).reshape(w.shape[1], -1), full_matrices=False)[0][
-        :, :r_in
-    ]
-    core = torch.einsum("oikl,or,is->rskl", w, u_out, u_in)
-    reduce = nn.Conv2d(conv.in_channels, r_in, 1, bias=False)
-    spatial = nn.Conv2d(
-        r_in,
-        r_out,
-        _pair(conv.kernel_size),
-        stride=_pair(conv.stride),
-        padding=_pair(conv.padding),
-        dilation=_pair(conv.dilation),
-        bias=False,
-    )
-    expand = nn.Conv2d(r_out, conv.out_channels, 1, bias=conv.bias is not None)
-    reduce.weight.data.copy_(u_in.t()[:, :, None, None])
-    spatial.weight.data.copy_(core)
-    expand.weight.data.copy_(u_out[:, :, None, None])
-    if conv.bias is not None and expand.bias is not None:
-        expand.bias.data.copy_(conv.bias.detach())
-    return nn.Sequential(reduce, spatial, expand)
-
-
 def decompose(
     model: nn.Module, cfg: LowRankConfig, total_params: int, images: torch.Tensor | None = None
 ) -> dict[str, Any]:
@@ -243,10 +173,10 @@ def decompose(
         module = by_name[name].module
         basis = by_name[name].out_basis
         if len(ranks) == 1:
-            replacement = _svd_layers(module, ranks[0], basis)
+            replacement = svd_layers(module, ranks[0], basis)
         else:
             assert isinstance(module, nn.Conv2d)
-            replacement = _tucker2_layers(module, ranks[0], ranks[1], basis)
+            replacement = tucker2_layers(module, ranks[0], ranks[1], basis)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, replacement)
     return {"energy": energy, "layers": {n: r for n, r in plan.items()}, "candidates": len(cands)}
@@ -268,9 +198,8 @@ def _refit_targets(student: nn.Module, decomposed: dict[str, list[int]]) -> Targ
 
 @register(LowRankConfig)
 def lowrank(model: Any, config: LowRankConfig, data: CompressionData) -> CompressionResult:
-    """Decompose a copy of ``model`` and recover it by distillation from ``model`` itself."""
-    if not isinstance(model, nn.Module):
-        raise CompressionError("low-rank decomposition needs a torch model")
+    """Decompose a copy of ``model`` (a torch model: :func:`~pose_core.compression.registry.
+    compress` checks) and recover it by distillation from ``model`` itself."""
     if needs_search(config):
         raise CompressionError("lowrank needs a target here; run_recipe searches one within budget")
     teacher = frozen_copy(data.teacher if data.teacher is not None else model)

@@ -40,13 +40,9 @@ class NodeSensitivity:
 
 def session(model_bytes: bytes, threads: int = 2) -> object:
     """A CPU ONNX Runtime session with ``threads`` intra-op threads."""
-    import onnxruntime as ort
+    from pose_core.inference.runtime import ort_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    return ort_session(model_bytes, threads, spin=None, quiet=True)
 
 
 def run_first_output(model_bytes: bytes, crops: np.ndarray, threads: int = 2) -> np.ndarray:

@@ -7,11 +7,12 @@ first :func:`compress` call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pose_core.compression.base import (
     CompressibleModel,
+    CompressionError,
     CompressionResult,
     UnknownMethodError,
 )
@@ -56,6 +57,25 @@ def known_methods() -> list[str]:
     return sorted(_CONFIGS)
 
 
+def onnx_methods() -> list[str]:
+    """Names of the registered methods that run on an ONNX graph
+    (:attr:`~pose_core.compression.configs.MethodConfig.runs_on_onnx`), sorted."""
+    return sorted(name for name, config in _CONFIGS.items() if config.runs_on_onnx)
+
+
+def torch_needed_at(configs: Sequence[MethodConfig], torch_form: bool) -> tuple[int, int] | None:
+    """``(step, since)``: the first step that needs a torch model when the recipe starts from
+    a model with (``torch_form``) or without a torch form, and the step whose output is ONNX
+    since (``0`` with no torch form to start from); ``None`` when every step can run."""
+    onnx_from = None if torch_form else 0
+    for index, config in enumerate(configs):
+        if config.runs_on_onnx:
+            onnx_from = index if onnx_from is None else onnx_from
+        elif onnx_from is not None:
+            return index, onnx_from
+    return None
+
+
 def parse_config(raw: Mapping[str, Any], context: Mapping[str, Any] | None = None) -> MethodConfig:
     """Build the typed config for one recipe step (``{"method": ..., **fields}``); ``context``
     holds the service's limits (:data:`~pose_core.compression.configs.MAX_TRAINING_STEPS`, ...).
@@ -77,4 +97,15 @@ def compress(model: CompressibleModel, config: MethodConfig, data: Any) -> Compr
             f"unknown compression method {config.method!r}; "
             f"known methods: {', '.join(sorted(_HANDLERS))}"
         )
+    if not config.runs_on_onnx and not _is_torch(model):
+        raise CompressionError(
+            f"{config.method} needs a torch model; only {', '.join(onnx_methods())} "
+            "can run on ONNX"
+        )
     return handler(model, config, data)
+
+
+def _is_torch(model: object) -> bool:
+    import torch
+
+    return isinstance(model, torch.nn.Module)

@@ -41,7 +41,7 @@ def needs_search(config: MethodConfig) -> bool:
 
 
 def _landmarks(model: torch.nn.Module, crops: CropSet) -> np.ndarray:
-    from pose_core.compression.distill import pose_outputs
+    from pose_core.compression.distill_loss import pose_outputs
 
     model.eval()
     with torch.no_grad():

@@ -1,7 +1,7 @@
 """The manifest of a SimCC upload (``kind: simcc``) and the check of its outputs.
 
 Fields: those of a heatmap manifest (``input_size`` [height, width], ``mean``, ``std``,
-``channel_order``, ``keypoints``; see :func:`~pose_core.importers.uploads.heatmap_model_args`)
+``channel_order``, ``keypoints``; see :mod:`pose_core.importers.heatmap_manifest`)
 plus ``simcc_split_ratio`` (bins per input pixel, RTMPose: 2.0). The upload check settles
 ``simcc_outputs`` [x, y]: the positions of the outputs named ``simcc_x`` and ``simcc_y``, else
 the first two outputs.
@@ -10,12 +10,12 @@ the first two outputs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pose_core.importers.uploads import UploadInfo
+from pose_core.importers.heatmap_manifest import heatmap_model_args
+from pose_core.importers.upload_info import UploadInfo, UploadRejected
+from pose_core.manifest_kinds import KIND_SIMCC
 
-KIND_SIMCC = "simcc"
 OUTPUT_NAMES = ("simcc_x", "simcc_y")
 
 
@@ -25,8 +25,6 @@ def simcc_model_args(manifest: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         UploadRejected: a field is missing or malformed.
     """
-    from pose_core.importers.uploads import UploadRejected, heatmap_model_args
-
     ratio = manifest.get("simcc_split_ratio")
     if isinstance(ratio, bool) or not isinstance(ratio, int | float) or not ratio > 0:
         raise UploadRejected("a SimCC manifest needs simcc_split_ratio: a positive number")
@@ -49,8 +47,6 @@ def check_simcc_outputs(info: UploadInfo, manifest: Mapping[str, Any]) -> Upload
     """The dummy forward pass's outputs fit the manifest: ``simcc_x`` N x K x (W * s) and
     ``simcc_y`` N x K x (H * s), one channel per keypoint. Returns ``info`` with the settled
     manifest (``kind``, the heatmap fields, ``simcc_split_ratio``, ``simcc_outputs``)."""
-    from pose_core.importers.uploads import UploadInfo, UploadRejected
-
     names = [spec.name for spec in info.outputs]
     if len(names) < 2:
         raise UploadRejected("a SimCC model needs two outputs, simcc_x and simcc_y")

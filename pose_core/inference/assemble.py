@@ -15,6 +15,7 @@ from typing import Any
 from pose_core.inference.keypoint_model import KeypointModel
 from pose_core.inference.pipeline import PosePipeline
 from pose_core.inference.types import Runner
+from pose_core.manifest_kinds import KIND_BLAZEPOSE, KIND_HEATMAP, KIND_SIMCC
 
 
 class ManifestError(ValueError):
@@ -28,21 +29,22 @@ def keypoint_model(manifest: Mapping[str, Any], runner: Runner) -> KeypointModel
         ManifestError: unknown ``kind`` or a malformed heatmap manifest.
     """
     kind = manifest.get("kind")
-    if kind == "blazepose":
+    if kind == KIND_BLAZEPOSE:
         from pose_core.inference.landmarks import BlazePoseLandmarkModel
 
         return BlazePoseLandmarkModel(runner)
-    if kind == "heatmap":
-        from pose_core.importers.uploads import UploadRejected, heatmap_model_args
+    if kind == KIND_HEATMAP:
+        from pose_core.importers.heatmap_manifest import heatmap_model_args
+        from pose_core.importers.upload_info import UploadRejected
         from pose_core.inference.heatmap import HeatmapModel
 
         try:
             return HeatmapModel(runner, **heatmap_model_args(manifest))
         except UploadRejected as exc:
             raise ManifestError(f"bad heatmap manifest: {exc}") from exc
-    if kind == "simcc":
+    if kind == KIND_SIMCC:
         from pose_core.importers.simcc_manifest import simcc_model_args
-        from pose_core.importers.uploads import UploadRejected
+        from pose_core.importers.upload_info import UploadRejected
         from pose_core.inference.simcc import SimccModel
 
         try:

@@ -1,5 +1,6 @@
-"""ONNX Runtime serving: a :data:`~pose_core.inference.types.Runner` per model and a bounded
-LRU cache of them keyed by artifact sha256. ``onnxruntime`` is imported when a runner is built.
+"""ONNX Runtime: the one session factory (:func:`ort_session`), a
+:data:`~pose_core.inference.types.Runner` per model and a bounded LRU cache of them keyed by
+artifact sha256. ``onnxruntime`` is imported when a session is built.
 """
 
 from __future__ import annotations
@@ -9,10 +10,52 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import onnxruntime
+
 logger = logging.getLogger(__name__)
+
+Optimization = Literal["disable", "basic", "extended", "all"]
+
+
+def ort_session(
+    model: str | Path | bytes,
+    threads: int = 1,
+    *,
+    spin: bool | None = False,
+    optimization: Optimization = "all",
+    save_optimized_to: Path | None = None,
+    quiet: bool = False,
+) -> onnxruntime.InferenceSession:
+    """A CPU ONNX Runtime session: ``threads`` intra-op threads, one inter-op thread,
+    sequential execution, graph optimisations up to ``optimization``. Idle intra-op threads
+    do not spin unless ``spin`` is set (``None``: ONNX Runtime's default, spinning).
+    ``save_optimized_to`` writes the optimised graph there; ``quiet`` logs errors only.
+    Every session of the package is built here."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    if spin is not None:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[optimization]
+    if save_optimized_to is not None:
+        options.optimized_model_filepath = str(save_optimized_to)
+    if quiet:
+        options.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 class RuntimeLoadError(RuntimeError):
@@ -29,17 +72,8 @@ class OnnxRunner:
     """
 
     def __init__(self, model: str | Path | bytes, threads: int = 1, *, spin: bool = False) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        source = model if isinstance(model, bytes) else str(model)
         try:
-            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+            self.session = ort_session(model, threads, spin=spin)
         except Exception as exc:  # ORT raises its own exception types
             raise RuntimeLoadError(f"ONNX Runtime cannot load the model: {exc}") from exc
         model_input = self.session.get_inputs()[0]

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from service_support import export_tiny_onnx, private_redis
 
 from app.main import create_app
-from app.settings import Settings
+from common.settings import Settings
 
 
 @pytest.fixture(scope="session")

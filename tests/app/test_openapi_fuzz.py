@@ -15,7 +15,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import status_code_conformance
 
 from app.main import create_app
-from app.settings import Settings
+from common.settings import Settings
 
 #: Per operation; with ~30 operations the whole run stays well under two minutes.
 EXAMPLES_PER_OPERATION = 15

@@ -11,8 +11,7 @@ import yaml
 from service_support import REPO_ROOT
 
 from app.cli import build_parser
-from app.embedded.redis_server import MAX_SOCKET_PATH, embedded_socket_path
-from app.settings import Settings
+from common.settings import MAX_SOCKET_PATH, Settings, embedded_socket_path
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

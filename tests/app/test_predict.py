@@ -15,7 +15,7 @@ from service_support import assert_error_shape, stored_files
 from serving_support import cached_bundle, store_builtin
 
 from app.main import create_app
-from app.settings import Settings
+from common.settings import Settings
 from model_store import open_store
 from pose_core.keypoints import COCO17_NAMES
 

@@ -20,7 +20,7 @@ from service_support import assert_error_shape, stored_files
 from serving_support import cached_bundle, store_builtin
 
 from app.main import create_app
-from app.settings import Settings
+from common.settings import Settings
 from model_store import open_store
 from pose_core.builtin import BlazePoseBundle
 
@@ -225,7 +225,7 @@ def test_a_servable_upload_is_served_by_default_only_once_the_alias_moves(
 # ----------------------------------------------------------------------------- TFLite
 def _tflite_tiny() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
-        "tflite_tiny", TESTS / "pose_core" / "tflite_tiny.py"
+        "tflite_tiny", TESTS / "tflite_tiny.py"
     )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -16,7 +16,7 @@ from service_support import REPO_ROOT, assert_error_shape
 
 from app.api.routes.ui import STATIC_FILES
 from app.main import create_app
-from app.settings import Settings
+from common.settings import Settings
 from pose_core.keypoints import COCO17_NAMES, COCO17_SKELETON
 
 
@@ -69,7 +69,7 @@ def test_a_built_wheel_carries_the_page(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO_ROOT / name, source / name)
-    for package in ("app", "workers", "model_store", "pose_core"):
+    for package in ("app", "common", "workers", "model_store", "pose_core"):
         shutil.copytree(
             REPO_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
         )

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from service_support import export_tiny_onnx, private_redis
 
-from app.settings import Settings
+from common.settings import Settings
 from model_store import Store, open_store
 
 

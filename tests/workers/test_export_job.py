@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 from service_support import export_tiny_onnx
 
-from app.settings import Settings
+from common.settings import Settings
 from model_store import Store
 from workers.runtime import JobCancelled, JobContext, JobError
 from workers.tasks.export_onnx import export_onnx_job
@@ -59,12 +59,21 @@ def test_cancelled_job_stops_before_storing(
 
 
 def test_parity_failure_is_a_job_error(
+    store: Store, settings: Settings, stored_tiny: int, tmp_path: Path, monkeypatch
+):
+    # A tolerance test must fail loudly rather than store a drifting graph.
+    monkeypatch.setattr("workers.tasks.export_onnx.parity_check", lambda *a, **k: 1.0)
+    ctx = _context(store, settings, tmp_path, optimization="extended")
+    with pytest.raises(JobError, match=r"differs from its parent by 1 > 0\.0001"):
+        export_onnx_job(ctx)
+
+
+def test_params_the_api_would_refuse_fail_the_job(
     store: Store, settings: Settings, stored_tiny: int, tmp_path: Path
 ):
-    # "extended" fuses Conv+ReLU; an absurd tolerance of 0 exposes any rounding change,
-    # and a tolerance test must fail loudly rather than store a drifting graph.
-    ctx = _context(store, settings, tmp_path, optimization="extended", tolerance=-1.0)
-    with pytest.raises(JobError, match="differs"):
+    """The worker reads the row with the API's model (common.params.ExportParams)."""
+    ctx = _context(store, settings, tmp_path, tolerance=-1.0)
+    with pytest.raises(JobError, match="invalid job params"):
         export_onnx_job(ctx)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from serving_support import cached_bundle, store_builtin
 
-from app.settings import Settings
+from common.settings import Settings
 from model_store import Store
 from pose_core.builtin import BUILTIN_MODEL_NAME
 from pose_core.export_tflite import TfliteRunner, quantize_tflite

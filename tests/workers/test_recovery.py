@@ -6,11 +6,12 @@ from datetime import timedelta
 
 import redis
 
-from app.settings import Settings
+from common.jobs import QUEUE
+from common.settings import Settings
 from model_store import Store
 from model_store.jobs import this_worker_id
 from model_store.tables import JobRow, utcnow
-from workers.celery_app import QUEUE, create_celery
+from workers.celery_app import create_celery
 from workers.recovery import recover_stale_jobs
 
 

@@ -2,13 +2,11 @@
 the result (every step's result with ``keep_intermediate``) as new versions with lineage,
 artifacts and a measured report.
 
-Params (JSON, validated by the API): ``model`` (str), ``version`` (int), ``recipe`` (list of
-step configs, ``{"method": ..., ...}``), ``dataset`` (training / calibration dataset id),
-``eval_dataset`` (optional id; AP / PCK when it has labels), ``keep_intermediate`` (bool),
-``augment_copies`` (int), ``max_crops`` (int or null: person crops taken from the dataset),
-``latency_rounds`` (int), ``holdout_fraction`` (float: images held out of every step for the
-budget checks and the report's fidelity), ``promote`` (bool: move the ``default`` alias to the
-result when it is within budget), ``seed`` (int).
+Params: :class:`common.params.CompressParams` (validated by the API when queueing, read back
+here with the same model). The flow: the parent and the crops are loaded from the store
+(:func:`workers.compression_io.prepare_inputs`), one pose_core call runs the recipe and writes,
+checks and measures each result (:func:`pose_core.compression.results.compress_and_measure`),
+and each result is stored as a version (:class:`workers.compression_io.ResultStore`).
 
 A step over its budget fails the job with the measured numbers (``on_over_budget: fail``) or
 is stored with ``report.budget.within_budget`` false and never promoted (``keep``).
@@ -25,12 +23,14 @@ import logging
 import shutil
 from pathlib import Path
 
-from celery import Task
+from celery import Task, shared_task
 
+from common.jobs import COMPRESS, task_name
+from common.params import CompressParams
 from model_store import VersionInfo
 from model_store.records import DEFAULT
-from workers.celery_app import celery_app, task_name
-from workers.compression_job import WORK_DONE, prepare_inputs
+from pose_core.roles import ROLE_MODEL
+from workers.compression_io import WORK_DONE, prepare_inputs
 from workers.runtime import (
     JobCancelled,
     JobContext,
@@ -44,7 +44,7 @@ from workers.version_pipeline import artifact_bytes
 
 logger = logging.getLogger(__name__)
 
-KIND = "compress"
+KIND = COMPRESS
 
 
 def work_dir_of(ctx: JobContext) -> Path:
@@ -66,53 +66,66 @@ def compress_job(ctx: JobContext) -> JobResult:
 
 
 def _run(ctx: JobContext, work_dir: Path) -> JobResult:
-    from pose_core.compression.base import CompressionError, OnnxModel
+    from pose_core.compression.base import CompressionError, OnnxModel, StopRequested
     from pose_core.compression.budget import combined
-    from pose_core.compression.pipeline import parse_recipe, run_recipe
+    from pose_core.compression.pipeline import parse_recipe
+    from pose_core.compression.registry import onnx_methods
+    from pose_core.compression.results import compress_and_measure
 
-    params = ctx.params
-    configs = parse_recipe(params["recipe"])
-    inputs = prepare_inputs(ctx, work_dir)
+    params = ctx.params_as(CompressParams)
+    configs = parse_recipe(params.recipe)
+    inputs = prepare_inputs(ctx, params, work_dir)
     parent = inputs.parent
-    if isinstance(inputs.source, OnnxModel) and any(c.method != "quantize" for c in configs):
+    if isinstance(inputs.source, OnnxModel) and not all(c.runs_on_onnx for c in configs):
         raise JobError(
             f"{parent.model} v{parent.number} has no torch form (artifacts 'recipe' + "
-            "'weights'): only 'quantize' can run on an ONNX-only version"
+            f"'weights'): only {', '.join(map(repr, onnx_methods()))} can run on an ONNX-only "
+            "version"
         )
-    keep = bool(params.get("keep_intermediate", False))
-    try:
-        results = run_recipe(inputs.source, configs, inputs.data, keep_intermediate=keep)
-    except CompressionError as exc:
-        ctx.check_cancelled()
-        raise JobError(f"compression failed: {exc}") from exc
 
-    # Each stored result is measured against its lineage parent (torch form and ONNX graph).
-    against = (inputs.source, artifact_bytes(ctx.store, parent, "model"))
-    parent_version = parent
-    created: list[VersionInfo] = []
-    for index, result in enumerate(results):
+    def on_measure(index: int, total: int) -> None:
         ctx.progress(
-            WORK_DONE + (1 - WORK_DONE) * index / len(results),
-            f"writing and measuring result {index + 1}/{len(results)}",
+            WORK_DONE + (1 - WORK_DONE) * index / total,
+            f"writing and measuring result {index + 1}/{total}",
             force=True,
         )
-        step_reports = result.report.get("steps", [result.report])
-        budget = combined([r["budget"] for r in step_reports])
-        ready, onnx_bytes = inputs.writer.write(
-            result,
-            parent=parent_version,
-            against=against,
-            steps=result.report["lineage"]["recipe"],
+
+    try:
+        measured = compress_and_measure(
+            inputs.source,
+            artifact_bytes(ctx.store, parent, ROLE_MODEL),
+            configs,
+            inputs.data,
+            ctx.scratch,
+            keep_intermediate=params.keep_intermediate,
+            accuracy=inputs.results.accuracy,
+            on_measure=on_measure,
+            started=inputs.started,
+        )
+    except StopRequested as exc:
+        raise JobCancelled(ctx.job.id) from exc
+    except CompressionError as exc:
+        ctx.stop_if_requested()
+        raise JobError(f"compression failed: {exc}") from exc
+
+    # Each result is a child of the one before it (the first: of the parent).
+    lineage_parent = parent
+    created: list[VersionInfo] = []
+    for done in measured:
+        report = done.result.report
+        budget = combined([r["budget"] for r in report.get("steps", [report])])
+        ready = inputs.results.store_result(
+            done,
+            parent=lineage_parent,
+            steps=report["lineage"]["recipe"],
             extra={"budget": budget},
-            check_cancelled=ctx.check_cancelled,
         )
         created.append(ready)
-        parent_version = ready
-        against = (result.model, onnx_bytes)
+        lineage_parent = ready
     last = created[-1]
     made = ", ".join(f"v{v.number}" for v in created)
     message = f"created {made} from v{parent.number}"
-    if params.get("promote"):
+    if params.promote:
         message += "; " + _promote(ctx, created)
     return JobResult(parent.model, last.number, message)
 
@@ -127,7 +140,7 @@ def _promote(ctx: JobContext, created: list[VersionInfo]) -> str:
     return f"'{DEFAULT}' now serves v{last.number}"
 
 
-@celery_app.task(name=task_name(KIND), bind=True, max_retries=None)
+@shared_task(name=task_name(KIND), bind=True, max_retries=None)
 def compress(self: Task, job_id: str) -> None:
     run_job(self, job_id, compress_job)
 

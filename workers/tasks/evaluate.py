@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 
+from common.jobs import EVALUATE, task_name
+from common.params import EvaluateParams
 from model_store import Store, VersionInfo
-from workers.celery_app import celery_app, task_name
 from workers.runtime import JobContext, JobError, JobResult, run_job
 from workers.version_pipeline import PipelineUnavailable, version_pipeline
 
-KIND = "evaluate"
+KIND = EVALUATE
 
 
 def evaluate_version(
@@ -51,9 +52,9 @@ def attach_evaluation(
 
 
 def evaluate_job(ctx: JobContext) -> JobResult:
-    params = ctx.params
-    name, dataset_id, mode = str(params["model"]), str(params["dataset"]), str(params["mode"])
-    version = ctx.store.models.resolve(name, int(params["version"]))
+    params = ctx.params_as(EvaluateParams)
+    name, dataset_id, mode = params.model, params.dataset, params.mode
+    version = ctx.store.models.resolve(name, params.version)
     dataset = ctx.store.datasets.get(dataset_id)
     if not dataset.has_annotations:
         raise JobError(f"dataset {dataset_id} has no annotations.json: nothing to evaluate")
@@ -71,13 +72,13 @@ def evaluate_job(ctx: JobContext) -> JobResult:
         on_image,
     )
     report["dataset_name"] = dataset.name
-    ctx.check_cancelled()
+    ctx.stop_if_requested()
     attach_evaluation(ctx.store, version, dataset_id, mode, report)
     return JobResult(
         name, version.number, f"v{version.number} {mode} AP {report['ap']:.4f} on {dataset_id}"
     )
 
 
-@celery_app.task(name=task_name(KIND), bind=True, max_retries=None)
+@shared_task(name=task_name(KIND), bind=True, max_retries=None)
 def evaluate(self: Task, job_id: str) -> None:
     run_job(self, job_id, evaluate_job)

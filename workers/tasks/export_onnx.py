@@ -1,31 +1,30 @@
 """Job ``export_onnx``: export a stored version to an (optimized) ONNX graph, verify it
 against its parent on random inputs, store it as a new version with lineage.
 
-Params (JSON): ``model`` (str), ``version`` (int or alias), ``optimization``
-(``disable`` | ``basic`` | ``extended``, default ``basic``), ``verify_samples`` (int,
-default 16), ``tolerance`` (float, default 1e-4).
+Params: :class:`common.params.ExportParams` (``optimization``, ``verify_samples``,
+``tolerance``; the defaults live there).
 """
 
 from __future__ import annotations
 
-from celery import Task
+from celery import Task, shared_task
 
-from workers.celery_app import celery_app, task_name
+from common.jobs import EXPORT_ONNX, task_name
+from common.params import ExportParams
+from pose_core.roles import ROLE_MODEL
 from workers.onnx_export import optimize_onnx, parity_check
 from workers.runtime import JobContext, JobError, JobResult, run_job
 
-KIND = "export_onnx"
+KIND = EXPORT_ONNX
 
 
 def export_onnx_job(ctx: JobContext) -> JobResult:
-    params = ctx.params
-    model = str(params["model"])
-    level = str(params.get("optimization", "basic"))
-    samples = int(params.get("verify_samples", 16))
-    tolerance = float(params.get("tolerance", 1e-4))
+    params = ctx.params_as(ExportParams)
+    model, level = params.model, params.optimization
+    samples, tolerance = params.verify_samples, params.tolerance
     threads = ctx.settings.ort_threads
 
-    parent = ctx.store.models.resolve(model, params.get("version", "latest"))
+    parent = ctx.store.models.resolve(model, params.version)
     if parent.format != "onnx":
         raise JobError(f"export from format {parent.format!r} is not supported yet")
     ctx.progress(0.0, f"exporting {model} v{parent.number}", force=True)
@@ -55,7 +54,7 @@ def export_onnx_job(ctx: JobContext) -> JobResult:
     )
     if max_diff > tolerance:
         raise JobError(f"exported graph differs from its parent by {max_diff:.3g} > {tolerance}")
-    ctx.check_cancelled()
+    ctx.stop_if_requested()
     ready = ctx.store.models.finalize_version(
         model,
         pending.number,
@@ -65,14 +64,14 @@ def export_onnx_job(ctx: JobContext) -> JobResult:
                 "optimization": level,
                 "parity_samples": samples,
                 "parity_max_abs_diff": max_diff,
-                "parent_bytes": parent.artifact("model").size,
+                "parent_bytes": parent.artifact(ROLE_MODEL).size,
             }
         },
     )
-    art = ready.artifact("model")
+    art = ready.artifact(ROLE_MODEL)
     return JobResult(model, ready.number, f"v{ready.number}: {art.size} bytes, sha256 {art.sha256}")
 
 
-@celery_app.task(name=task_name(KIND), bind=True, max_retries=None)
+@shared_task(name=task_name(KIND), bind=True, max_retries=None)
 def export_onnx(self: Task, job_id: str) -> None:
     run_job(self, job_id, export_onnx_job)

@@ -4,28 +4,26 @@ new version (parent = the source) whose ``tflite`` artifact is the converted fil
 source's other artifacts (``model``, ``recipe``, ``weights``, ``detector``) are shared, so the
 new version serves exactly like its parent.
 
-Params (JSON, validated by the API): ``model`` (str), ``version`` (int), ``precision``
-(``fp32`` | ``fp16`` | ``int8_dynamic``), ``verify_samples`` (int: seeded random inputs in
-[0, 1) of the input shape), ``tolerance`` (float or null: the largest accepted absolute
-difference of any output; null = only report it).
+Params: :class:`common.params.TfliteExportParams`: ``precision``, ``verify_samples`` (seeded
+random inputs in [0, 1) of the input shape), ``tolerance`` (float or null: the largest accepted
+absolute difference of any output; null = only report it).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-from celery import Task
+from celery import Task, shared_task
 
-from workers.celery_app import celery_app, task_name
+from common.jobs import EXPORT_TFLITE, task_name
+from common.params import TfliteExportParams
+from pose_core.roles import ROLE_DETECTOR, ROLE_MODEL, ROLE_RECIPE, ROLE_TFLITE, ROLE_WEIGHTS
 from workers.runtime import JobContext, JobError, JobResult, run_job
 from workers.version_pipeline import artifact_bytes, has_role, has_torch_form, load_compressible
 
-if TYPE_CHECKING:
-    from pose_core.export_tflite import TflitePrecision
-
-KIND = "export_tflite"
-SHARED_ROLES = ("model", "recipe", "weights", "detector")
+KIND = EXPORT_TFLITE
+SHARED_ROLES = (ROLE_MODEL, ROLE_RECIPE, ROLE_WEIGHTS, ROLE_DETECTOR)
 
 
 def export_tflite_job(ctx: JobContext) -> JobResult:
@@ -33,12 +31,10 @@ def export_tflite_job(ctx: JobContext) -> JobResult:
     from pose_core.inference.runtime import OnnxRunner
     from pose_core.models.graph import GraphModel
 
-    params = ctx.params
-    name = str(params["model"])
-    precision: TflitePrecision = params.get("precision", "fp32")
-    samples = int(params.get("verify_samples", 8))
-    tolerance = params.get("tolerance")
-    parent = ctx.store.models.resolve(name, int(params["version"]))
+    params = ctx.params_as(TfliteExportParams)
+    name, precision = params.model, params.precision
+    samples, tolerance = params.verify_samples, params.tolerance
+    parent = ctx.store.models.resolve(name, params.version)
     if not has_torch_form(parent):
         raise JobError(f"{name} v{parent.number} has no torch form (artifacts recipe + weights)")
     model = load_compressible(ctx.store, parent)
@@ -49,16 +45,16 @@ def export_tflite_job(ctx: JobContext) -> JobResult:
         tflite = export_tflite(model, input_shape, precision)
     except TfliteExportError as exc:
         raise JobError(str(exc)) from exc
-    ctx.check_cancelled()
+    ctx.stop_if_requested()
     ctx.progress(0.8, "checking the TFLite file against ONNX Runtime", force=True)
     inputs = np.random.default_rng(0).random((samples, *input_shape[1:]), dtype=np.float32)
-    reference = OnnxRunner(artifact_bytes(ctx.store, parent, "model"))(inputs)
+    reference = OnnxRunner(artifact_bytes(ctx.store, parent, ROLE_MODEL))(inputs)
     converted = TfliteRunner(tflite)(inputs)
     diffs = _max_abs_diffs(reference, converted)
     if tolerance is not None and max(diffs) > float(tolerance):
         raise JobError(f"the TFLite file differs from ONNX Runtime by {max(diffs):.3g} "
                        f"> tolerance {tolerance}")
-    ctx.check_cancelled()
+    ctx.stop_if_requested()
     path = ctx.scratch / f"{name}-v{parent.number}-{precision}.tflite"
     path.write_bytes(tflite)
     pending = ctx.store.models.create_pending_version(
@@ -75,14 +71,14 @@ def export_tflite_job(ctx: JobContext) -> JobResult:
             "format": "tflite",
             "precision": precision,
             "tflite_bytes": len(tflite),
-            "onnx_bytes": parent.artifact("model").size,
+            "onnx_bytes": parent.artifact(ROLE_MODEL).size,
             "parity_samples": samples,
             "parity_max_abs_diff": diffs,
             "output_names": list(model.output_names),
         }
     }
     ready = ctx.store.models.finalize_version(
-        name, pending.number, {"tflite": path}, report=report, shared=shared
+        name, pending.number, {ROLE_TFLITE: path}, report=report, shared=shared
     )
     message = f"v{ready.number}: TFLite {precision}, {len(tflite)} bytes"
     return JobResult(name, ready.number, message)
@@ -102,6 +98,6 @@ def _max_abs_diffs(reference: list[np.ndarray], converted: list[np.ndarray]) -> 
     return diffs
 
 
-@celery_app.task(name=task_name(KIND), bind=True, max_retries=None)
+@shared_task(name=task_name(KIND), bind=True, max_retries=None)
 def export_tflite(self: Task, job_id: str) -> None:
     run_job(self, job_id, export_tflite_job)

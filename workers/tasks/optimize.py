@@ -3,11 +3,8 @@
 stored as versions (children of the source, with reports), the whole table in the source
 version's report under ``optimize.<job id>``, the recommended version as the job's result.
 
-Params (JSON, validated by the API): ``model``, ``version``, ``dataset``, ``eval_dataset``
-(labelled; needed by ``max_ap_loss``), ``objective`` (``latency`` | ``size``),
-``max_ap_loss`` or ``min_oks_vs_parent``, ``time_budget_s``, and the crop options of
-``compress`` (``augment_copies``, ``max_crops``, ``holdout_fraction``, ``latency_rounds``,
-``seed``).
+Params: :class:`common.params.OptimizeParams` (validated by the API, read back here with the
+same model).
 """
 
 from __future__ import annotations
@@ -17,16 +14,25 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from celery import Task
+from celery import Task, shared_task
 
-from workers.celery_app import celery_app, task_name
-from workers.compression_job import WORK_DONE, prepare_inputs
-from workers.runtime import JobContext, JobError, JobResult, run_job, transient_errors
+from common.jobs import OPTIMIZE, task_name
+from common.params import OptimizeParams
+from pose_core.roles import ROLE_MODEL
+from workers.compression_io import WORK_DONE, prepare_inputs
+from workers.runtime import (
+    JobCancelled,
+    JobContext,
+    JobError,
+    JobResult,
+    run_job,
+    transient_errors,
+)
 from workers.version_pipeline import artifact_bytes, has_torch_form
 
 logger = logging.getLogger(__name__)
 
-KIND = "optimize"
+KIND = OPTIMIZE
 
 
 def optimize_job(ctx: JobContext) -> JobResult:
@@ -40,21 +46,22 @@ def optimize_job(ctx: JobContext) -> JobResult:
 
 
 def _run(ctx: JobContext, work_dir: Path) -> JobResult:
-    from pose_core.compression.base import CompressionError
+    from pose_core.compression.base import CompressionError, StopRequested
     from pose_core.compression.budget import combined
     from pose_core.compression.measure import example_input, onnx_bytes_of
     from pose_core.compression.optimize import OptimizeTarget, optimize
+    from pose_core.compression.results import write_and_measure
 
-    params = ctx.params
-    inputs = prepare_inputs(ctx, work_dir)
-    parent, writer = inputs.parent, inputs.writer
+    params = ctx.params_as(OptimizeParams)
+    inputs = prepare_inputs(ctx, params, work_dir)
+    parent, results = inputs.parent, inputs.results
     target = OptimizeTarget(
-        objective=params.get("objective", "latency"),
-        min_oks_vs_parent=params.get("min_oks_vs_parent"),
-        max_ap_loss=params.get("max_ap_loss"),
-        time_budget_s=float(params["time_budget_s"]),
+        objective=params.objective,
+        min_oks_vs_parent=params.min_oks_vs_parent,
+        max_ap_loss=params.max_ap_loss,
+        time_budget_s=params.time_budget_s,
     )
-    parent_onnx = artifact_bytes(ctx.store, parent, "model")
+    parent_onnx = artifact_bytes(ctx.store, parent, ROLE_MODEL)
     example = example_input(inputs.data.held_out.crops)  # type: ignore[union-attr]
 
     def onnx_of(model: Any) -> bytes:
@@ -65,7 +72,7 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
         eval_dir = inputs.data.eval_dataset_dir
         if eval_dir is None:
             raise JobError("max_ap_loss needs a labelled eval_dataset")
-        accuracy = lambda onnx: float(writer.accuracy(onnx, eval_dir)["ap"])  # noqa: E731
+        accuracy = lambda onnx: float(results.accuracy(onnx, eval_dir)["ap"])  # noqa: E731
     try:
         candidates, parent_row = optimize(
             inputs.source,
@@ -76,7 +83,7 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
             accuracy=accuracy,
         )
     except CompressionError as exc:
-        ctx.check_cancelled()
+        ctx.stop_if_requested()
         raise JobError(f"optimize failed: {exc}") from exc
 
     keep = [c for c in candidates if c.result is not None and c.row.get("pareto")]
@@ -89,16 +96,28 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
             f"storing candidate {candidate.name}",
             force=True,
         )
-        ready, _ = writer.write(
-            candidate.result,
+        try:
+            measured = write_and_measure(
+                candidate.result,
+                ctx.scratch / f"candidate{index}",
+                (inputs.source, parent_onnx),
+                results.held_out,
+                eval_dir=results.eval_dir,
+                accuracy=results.accuracy,
+                latency_rounds=params.latency_rounds,
+                should_stop=ctx.should_stop,
+                started=inputs.started,
+            )
+        except StopRequested as exc:
+            raise JobCancelled(ctx.job.id) from exc
+        ready = results.store_result(
+            measured,
             parent=parent,
-            against=(inputs.source, parent_onnx),
             steps=candidate.recipe,
             extra={
                 "budget": combined(candidate.checks),
                 "optimize": {"job": ctx.job.id, "candidate": candidate.name, **candidate.row},
             },
-            check_cancelled=ctx.check_cancelled,
         )
         candidate.row["version"] = ready.number
         if candidate.row.get("recommended"):
@@ -113,7 +132,7 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
         "parent": {**parent_row, "version": parent.number},
         "candidates": [c.row for c in candidates],
         "recommended": recommended,
-        "held_out": writer.held_out.describe(),
+        "held_out": results.held_out.describe(),
     }
     ctx.store.models.set_report_entry(parent.model, parent.number, ["optimize", ctx.job.id], table)
     stored = ", ".join(f"v{c.row['version']}" for c in keep) or "nothing"
@@ -121,7 +140,7 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
     return JobResult(parent.model, recommended, f"stored {stored}; {advice}")
 
 
-@celery_app.task(name=task_name(KIND), bind=True, max_retries=None)
+@shared_task(name=task_name(KIND), bind=True, max_retries=None)
 def optimize_task(self: Task, job_id: str) -> None:
     run_job(self, job_id, optimize_job)
 

@@ -30,10 +30,13 @@ from app.schemas import (
     JobPublic,
     OptimizeRequest,
 )
-from app.settings import Settings
+from common.jobs import COMPRESS, EVALUATE, OPTIMIZE
+from common.params import CompressParams, EvaluateParams, EvaluationModeName, OptimizeParams
+from common.settings import Settings
 from model_store import Store, VersionInfo
-from model_store.lineage import SERVABLE_KINDS, served_version
-from pose_core.importers.uploads import KIND_BLAZEPOSE
+from model_store.lineage import served_version
+from pose_core.manifest_kinds import KIND_BLAZEPOSE, SERVABLE_KINDS
+from pose_core.roles import TORCH_ROLES
 
 router = APIRouter(
     prefix="/models/{name}",
@@ -41,8 +44,6 @@ router = APIRouter(
     responses={401: {"model": ErrorResponse}, 404: {"model": ErrorResponse}},
 )
 
-TORCH_ROLES = {"recipe", "weights"}
-ONNX_METHODS = {"quantize"}  # methods that run on an ONNX graph (the others need torch)
 
 
 def validate_recipe(
@@ -54,7 +55,12 @@ def validate_recipe(
 
     from pose_core.compression.base import UnknownMethodError
     from pose_core.compression.configs import MAX_TRAINING_STEPS, MAX_TRAINING_TIME_S
-    from pose_core.compression.registry import known_methods, parse_config
+    from pose_core.compression.registry import (
+        known_methods,
+        onnx_methods,
+        parse_config,
+        torch_needed_at,
+    )
 
     limits = {
         MAX_TRAINING_STEPS: settings.max_training_steps,
@@ -80,23 +86,21 @@ def validate_recipe(
                 {"step": index, "errors": errors},
             ) from exc
     torch_form = {a.role for a in parent.artifacts} >= TORCH_ROLES
-    onnx_only_from = None if torch_form else 0
-    for index, config in enumerate(configs):
-        if config.method in ONNX_METHODS:
-            onnx_only_from = index if onnx_only_from is None else onnx_only_from
-        elif onnx_only_from is not None:
-            reason = (
-                f"step {onnx_only_from} ({configs[onnx_only_from].method}) yields an ONNX graph"
-                if torch_form or onnx_only_from > 0
-                else f"{parent.model} v{parent.number} has no torch form (recipe + weights)"
-            )
-            raise ApiError(
-                422,
-                "unsupported_recipe",
-                f"recipe step {index} ({config.method}) needs a torch model but {reason}; "
-                f"only {sorted(ONNX_METHODS)} can run on ONNX",
-                {"step": index},
-            )
+    needed = torch_needed_at(configs, torch_form)
+    if needed is not None:
+        index, onnx_only_from = needed
+        reason = (
+            f"step {onnx_only_from} ({configs[onnx_only_from].method}) yields an ONNX graph"
+            if torch_form or onnx_only_from > 0
+            else f"{parent.model} v{parent.number} has no torch form (recipe + weights)"
+        )
+        raise ApiError(
+            422,
+            "unsupported_recipe",
+            f"recipe step {index} ({configs[index].method}) needs a torch model but {reason}; "
+            f"only {onnx_methods()} can run on ONNX",
+            {"step": index},
+        )
     return [c.model_dump(mode="json") for c in configs]
 
 
@@ -137,8 +141,10 @@ def start_compression(
     store.datasets.get(body.dataset)
     if body.eval_dataset is not None:
         store.datasets.get(body.eval_dataset)
-    params = {"model": name, "version": parent.number, **body.model_dump(), "recipe": recipe}
-    return accepted(enqueue_job(store, celery, "compress", params))
+    params = CompressParams(
+        model=name, version=parent.number, **{**body.model_dump(), "recipe": recipe}
+    )
+    return accepted(enqueue_job(store, celery, COMPRESS, params))
 
 
 @router.post(
@@ -175,8 +181,8 @@ def start_optimization(
             raise ApiError(
                 422, "unlabelled_dataset", f"max_ap_loss: dataset {evaluation.id} has no labels"
             )
-    params = {"model": name, "version": parent.number, **body.model_dump()}
-    return accepted(enqueue_job(store, celery, "optimize", params))
+    params = OptimizeParams(model=name, version=parent.number, **body.model_dump())
+    return accepted(enqueue_job(store, celery, OPTIMIZE, params))
 
 
 @router.post(
@@ -196,9 +202,9 @@ def start_evaluation(
     dataset = store.datasets.get(body.dataset)
     if not dataset.has_annotations:
         raise ApiError(422, "unlabelled_dataset", f"dataset {dataset.id} has no annotations")
-    mode = "gt-boxes" if body.mode in ("gt_boxes", "gt-boxes") else "detector"
-    params = {"model": name, "version": version.number, "dataset": dataset.id, "mode": mode}
-    return accepted(enqueue_job(store, celery, "evaluate", params))
+    mode: EvaluationModeName = "gt-boxes" if body.mode in ("gt_boxes", "gt-boxes") else "detector"
+    params = EvaluateParams(model=name, version=version.number, dataset=dataset.id, mode=mode)
+    return accepted(enqueue_job(store, celery, EVALUATE, params))
 
 
 @router.get("/versions/{ref}/report", response_model=dict[str, Any])
@@ -245,7 +251,7 @@ def compare_versions(
 def _optimize_table(store: Any, name: str, job_id: str) -> dict[str, Any]:
     """The table an optimize job wrote into its source version's report."""
     job = store.jobs.get(job_id)
-    if job.kind != "optimize" or job.params.get("model") != name:
+    if job.kind != OPTIMIZE or job.params.get("model") != name:
         raise ApiError(404, "not_found", f"job {job_id} is not an optimize job of {name}")
     source = store.models.get_version(name, int(job.params["version"]))
     table = (source.report or {}).get("optimize", {}).get(job_id)

@@ -9,8 +9,8 @@ from fastapi import APIRouter, File, Form, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, StoreDep
+from app.multipart import saved_upload
 from app.schemas import BODY_ERRORS, DatasetPublic, ErrorResponse
-from app.uploads import saved_upload
 
 router = APIRouter(
     prefix="/datasets",

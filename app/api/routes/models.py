@@ -10,11 +10,12 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
 from app.api.deps import SettingsDep, StoreDep
+from app.multipart import parse_json_field, saved_upload
 from app.schemas import BODY_ERRORS, ErrorResponse, ModelPublic, ModelUploaded
-from app.uploads import parse_json_field, saved_upload
 from model_store import Store, VersionInfo
-from model_store.registry import check_name
-from pose_core.importers.uploads import inspect_upload
+from model_store.registry_reads import check_name
+from pose_core.importers.formats import inspect_upload
+from pose_core.roles import ROLE_MODEL
 
 router = APIRouter(
     prefix="/models",
@@ -29,7 +30,7 @@ def store_uploaded_model(
     """Inspect the upload (forward pass), check it serves the model's task when the name
     serves keypoints, and only then store it as a new version. ``path`` is named by the
     cleaned upload file name, which the recipe records."""
-    from app.serving.uploads import (
+    from app.serving.upload_check import (
         check_serves_model_task,
         stored_files,
         stored_manifest,
@@ -73,7 +74,7 @@ async def upload_model(
     manifest_dict = parse_json_field(manifest, "manifest")
     async with saved_upload(file, store.scratch_dir, settings.max_upload_bytes) as path:
         version = await run_in_threadpool(store_uploaded_model, store, name, path, manifest_dict)
-    artifact = version.artifact("model")
+    artifact = version.artifact(ROLE_MODEL)
     return ModelUploaded(
         name=name,
         version=version.number,

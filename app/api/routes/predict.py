@@ -19,7 +19,7 @@ from app.errors import ApiError, error_fields
 from app.schemas import BODY_ERRORS, ErrorBody, ErrorResponse
 from app.serving.predictor import Prediction, Predictor
 from app.serving.schemas import BatchItem, BatchPredictionPublic, ImageSize, PredictionPublic
-from app.settings import Settings
+from common.settings import Settings
 from model_store import Store
 from model_store.errors import NotServableError
 from model_store.lineage import ServedVersion

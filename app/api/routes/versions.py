@@ -18,12 +18,14 @@ from app.schemas import (
     ExportBody,
     ExportRequest,
     JobPublic,
-    TfliteExportRequest,
     VersionPublic,
 )
+from common.jobs import EXPORT_ONNX, EXPORT_TFLITE
+from common.params import ExportParams, JobParams, TfliteExportParams
 from model_store import Store, VersionInfo
 from model_store.artifacts import Blob
 from model_store.records import version_number
+from pose_core.roles import TORCH_ROLES
 
 router = APIRouter(
     prefix="/models/{name}",
@@ -126,12 +128,16 @@ def start_export(
       ``edge`` extra."""
     version = store.models.resolve(name, ref)
     request = body or ExportRequest()
-    kind = "export_onnx"
-    if isinstance(request, TfliteExportRequest):
+    params: JobParams
+    if isinstance(request, ExportRequest):
+        kind = EXPORT_ONNX
+        params = ExportParams(model=name, version=version.number, **request.model_dump())
+    else:
         from pose_core import export_tflite
 
-        kind = "export_tflite"
-        if not {a.role for a in version.artifacts} >= {"recipe", "weights"}:
+        kind = EXPORT_TFLITE
+        params = TfliteExportParams(model=name, version=version.number, **request.model_dump())
+        if not {a.role for a in version.artifacts} >= TORCH_ROLES:
             raise ApiError(
                 422,
                 "unsupported_export",
@@ -140,5 +146,4 @@ def start_export(
             )
         if not export_tflite.tflite_export_available():
             raise ApiError(422, "extra_missing", export_tflite.EXTRA_HINT)
-    params = {"model": name, "version": version.number, **request.model_dump()}
     return accepted(enqueue_job(store, celery, kind, params))

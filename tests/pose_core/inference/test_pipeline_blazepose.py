@@ -14,7 +14,7 @@ from pose_core.inference.landmarks import BlazePoseLandmarkModel
 from pose_core.inference.pipeline import PipelineError, PosePipeline
 from pose_core.inference.types import PersonPose
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "tests" / "data"
 NOSE, L_SHOULDER, R_SHOULDER, L_HIP, R_HIP = 0, 5, 6, 11, 12
 L_KNEE, R_KNEE, L_ANKLE, R_ANKLE = 13, 14, 15, 16

@@ -13,9 +13,11 @@ from torch import nn
 
 from pose_core.compression.configs import LowRankConfig, PruneConfig, RecoveryConfig
 from pose_core.compression.data import CropSet
-from pose_core.compression.distill import _TeacherCache, holdout_error_px, train_distill
+from pose_core.compression.distill import train_distill
+from pose_core.compression.distill_loss import TeacherCache, holdout_error_px
 from pose_core.compression.features import block_outputs, feature_loss, feature_taps
-from pose_core.compression.lowrank import _svd_layers, decompose, output_moments
+from pose_core.compression.lowrank import decompose, output_moments
+from pose_core.compression.lowrank_layers import svd_layers
 from pose_core.compression.measure import count_macs_params
 from pose_core.compression.prune import prune_channels
 
@@ -94,7 +96,7 @@ def test_recovery_keeps_the_weights_that_scored_best_on_held_out_crops() -> None
                          eval_every=4)
     stats = train_distill(student, teacher, crops, cfg)
 
-    cache = _TeacherCache(teacher, crops)
+    cache = TeacherCache(teacher, crops)
     final = holdout_error_px(student, cache, np.arange(12, 16))
     assert stats.holdout_px_best is not None and stats.holdout_px_start is not None
     assert stats.holdout_px_best <= stats.holdout_px_start
@@ -126,7 +128,7 @@ def test_activation_basis_reproduces_a_layer_better_than_the_weights_svd() -> No
         moment = output_moments(model, ["b2_pw"], calib)["b2_pw"]
         basis = torch.linalg.eigh(moment).eigenvectors.flip(-1).float()  # strongest first
         errors = {
-            name: float((_svd_layers(layer, 6, b)(inputs[0]) - reference).pow(2).mean())
+            name: float((svd_layers(layer, 6, b)(inputs[0]) - reference).pow(2).mean())
             for name, b in (("weights", None), ("activations", basis))
         }
     assert errors["activations"] < 0.9 * errors["weights"]

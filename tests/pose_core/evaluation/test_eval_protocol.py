@@ -17,7 +17,7 @@ from pose_core.keypoints import COCO17_NAMES
 
 pytest.importorskip("ai_edge_litert")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEV_SUBSET = REPO / "tests" / "data" / "dev_subset"
 
 

@@ -13,7 +13,7 @@ from pose_core.evaluation.bootstrap import ap_interval
 from pose_core.evaluation.dataset import load_dataset
 from pose_core.evaluation.oks import KeypointPrediction, coco_keypoint_metrics
 
-DEV_SUBSET = Path(__file__).resolve().parents[1] / "data" / "dev_subset"
+DEV_SUBSET = Path(__file__).resolve().parents[2] / "data" / "dev_subset"
 RECALL_POINTS = 101
 
 

@@ -13,7 +13,7 @@ from pose_core.evaluation.protocol import EvaluationMode, evaluate
 
 pytest.importorskip("ai_edge_litert")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEV_SUBSET = REPO / "tests" / "data" / "dev_subset"
 
 

@@ -13,11 +13,10 @@ import numpy as np
 
 from model_store import NotFoundError, Store
 from model_store.records import DEFAULT
-from pose_core.builtin import ROLE_MODEL, ROLE_RECIPE
-from pose_core.importers.uploads import UploadInfo, UploadRejected
+from pose_core.importers.upload_info import UploadInfo, UploadRejected
 from pose_core.keypoints import COCO17_NAMES
+from pose_core.roles import ROLE_MODEL, ROLE_RECIPE, ROLE_SOURCE
 
-SOURCE_ROLE = "source"
 #: Manifest keys of an architecture's stored manifest that its state_dict uploads inherit.
 INHERITED_KEYS = ("kind", "keypoints", "input", "outputs", "detector")
 
@@ -46,7 +45,7 @@ def stored_files(info: UploadInfo, upload: Path) -> dict[str, Path]:
     """Artifacts by role: the converted files with the original as ``source``, or the upload
     itself as ``model``."""
     if "model" in info.artifacts:
-        return {**info.artifacts, SOURCE_ROLE: upload}
+        return {**info.artifacts, ROLE_SOURCE: upload}
     return {"model": upload, **info.artifacts}
 
 

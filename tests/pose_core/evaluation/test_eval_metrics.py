@@ -25,7 +25,7 @@ from pose_core.evaluation.pck import (
 )
 from pose_core.keypoints import COCO17_NAMES
 
-DEV_SUBSET = Path(__file__).resolve().parents[1] / "data" / "dev_subset"
+DEV_SUBSET = Path(__file__).resolve().parents[2] / "data" / "dev_subset"
 
 
 @pytest.fixture(scope="module")

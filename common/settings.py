@@ -7,6 +7,8 @@ the same environment variables, so all processes agree.
 
 from __future__ import annotations
 
+import hashlib
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -14,6 +16,18 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+MAX_SOCKET_PATH = 100  # sun_path is 108 bytes on Linux; keep a margin
+
+
+def embedded_socket_path(data_dir: Path) -> Path:
+    """``<data_dir>/redis/redis.sock``, or a short path in the temp dir when that is too
+    long for a unix socket (keyed by a hash of the data dir, so it is stable). The embedded
+    Redis (``app.embedded.redis_server``) listens there; workers and the API connect to it."""
+    preferred = data_dir / "redis" / "redis.sock"
+    if len(str(preferred)) <= MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"posecompress-{digest}.sock"
 
 
 class Settings(BaseSettings):
@@ -95,8 +109,6 @@ class Settings(BaseSettings):
     def effective_redis_url(self) -> str:
         if self.redis_url:
             return self.redis_url
-        from app.embedded.redis_server import embedded_socket_path
-
         return f"redis+socket://{embedded_socket_path(self.resolved_data_dir)}"
 
 

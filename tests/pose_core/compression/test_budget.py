@@ -10,11 +10,12 @@ from compression_tiny import random_crops, tiny_pose_model
 
 from pose_core.compression.budget import OverBudgetError, verdict
 from pose_core.compression.configs import Budget
-from pose_core.compression.data import CompressionData, HeldOut, build_split
+from pose_core.compression.crops import build_split
+from pose_core.compression.data import CompressionData, HeldOut
 from pose_core.compression.optimize import OptimizeTarget, _mark
 from pose_core.compression.pipeline import run_recipe
 
-DEV_SUBSET = Path(__file__).parents[1] / "data" / "dev_subset"
+DEV_SUBSET = Path(__file__).parents[2] / "data" / "dev_subset"
 HELD = HeldOut(random_crops(3, seed=1), ("a.jpg",))
 
 

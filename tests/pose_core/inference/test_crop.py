@@ -17,7 +17,7 @@ from pose_core.inference.crop import (
 from pose_core.inference.landmarks import BlazePoseLandmarkModel
 from pose_core.inference.pipeline import PosePipeline
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 PARITY_PHOTOS = sorted(
     f"dev_subset/images/{p.name}" for p in (DATA / "dev_subset/images").iterdir()
 )
