@@ -105,6 +105,9 @@ class RecoveryConfig(BaseModel):
     #: training never helped (a short, CPU-starved run must never return a worse model)
     guard_crops: int = Field(default=16, ge=0)
     eval_every: int = Field(default=25, ge=1)
+    #: held-out scores in a row without a new best before training stops (0: never); the
+    #: best weights are kept either way, so later steps would only spend time
+    patience: int = Field(default=4, ge=0)
 
     @field_validator("steps")
     @classmethod

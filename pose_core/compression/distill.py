@@ -24,7 +24,8 @@ pruning, low-rank and quantization-aware fine-tuning use for recovery:
   weights are what the student ends with (held-out early stopping; the starting weights when
   training never helped).
 * the learning rate follows a cosine decay over ``max(step / steps, elapsed / time_budget_s)``;
-  training stops at ``steps``, at the time budget, or when ``should_stop()`` is true.
+  training stops at ``steps``, at the time budget, after ``patience`` held-out scores without a
+  new best, or when ``should_stop()`` is true.
 * every ``checkpoint_every`` steps the student, optimizer, step and elapsed time are written to
   ``checkpoint_dir/distill.pt`` (atomic). A later call with the same student architecture and config
   resumes from it (batches are drawn from ``(seed, step)``, so the resumed run sees what the
@@ -76,7 +77,8 @@ class DistillStats:
     first_loss: float
     last_loss: float
     elapsed_s: float
-    stopped_by: str  # "steps" | "time_budget" | "cancelled", "+restored" if the guard undid it
+    #: "steps" | "time_budget" | "no_improvement" | "cancelled", "+restored" if the guard undid it
+    stopped_by: str
     #: held-out landmark error (crop px) before training and of the weights kept, and their step
     holdout_px_start: float | None = None
     holdout_px_best: float | None = None
@@ -206,6 +208,9 @@ def train_distill(
             first_loss = last_loss
         if step % cfg.eval_every == 0:
             score(step)
+            stale = best is not None and step - best["step"] >= cfg.patience * cfg.eval_every
+            if cfg.patience and stale:
+                stopped_by = "no_improvement"
         # saved before the step is reported: a progress message never names a step that a
         # resumed job would have to redo
         if ckpt_path is not None and step % cfg.checkpoint_every == 0:
@@ -226,6 +231,8 @@ def train_distill(
                 min(max(step / max(cfg.steps, 1), budget_frac), 1.0),
                 f"distill step {step} loss {last_loss:.3f}",
             )
+        if stopped_by == "no_improvement":
+            break
     student.eval()
     if best is not None and stopped_by != "cancelled":
         if step % cfg.eval_every:
@@ -261,15 +268,9 @@ def recover(
     student: torch.nn.Module, teacher: torch.nn.Module, cfg: RecoveryConfig, data: CompressionData
 ) -> dict[str, Any]:
     """Recovery training of prune / lowrank: distil ``teacher`` into ``student`` on ``data``."""
-    stats = train_distill(
-        student,
-        teacher,
-        data.train,
-        cfg,
-        progress=data.progress,
-        should_stop=data.should_stop,
-        checkpoint_dir=data.work_dir / "recovery",
-    )
+    stats = train_distill(student, teacher, data.train, cfg, progress=data.progress,
+                          should_stop=data.should_stop,
+                          checkpoint_dir=data.work_dir / "recovery")  # fmt: skip
     if stats.stopped_by == "cancelled":
         raise CompressionError("compression cancelled during recovery (checkpoint kept for resume)")
     return stats.as_dict()

@@ -104,6 +104,22 @@ def test_recovery_keeps_the_weights_that_scored_best_on_held_out_crops() -> None
     assert stats.best_step is not None and stats.best_step % 4 == 0
 
 
+def test_training_stops_once_held_out_crops_stop_improving() -> None:
+    teacher = tiny_pose_model(seed=0)
+    crops = random_crops(16, seed=3)
+    # the student starts as the teacher: no step can beat its held-out error of 0
+    cfg = RecoveryConfig(steps=200, batch_size=4, lr=1e-2, warmup_steps=0, guard_crops=4,
+                         eval_every=5, patience=2)  # fmt: skip
+    stats = train_distill(copy.deepcopy(teacher), teacher, crops, cfg)
+    assert stats.steps_done == 10
+    assert stats.stopped_by == "no_improvement+restored"
+    assert stats.holdout_px_best == stats.holdout_px_start == pytest.approx(0.0, abs=1e-4)
+
+    unbounded = train_distill(copy.deepcopy(teacher), teacher, crops,
+                              cfg.model_copy(update={"steps": 30, "patience": 0}))  # fmt: skip
+    assert unbounded.steps_done == 30 and unbounded.stopped_by == "steps+restored"
+
+
 def test_held_out_crops_are_never_trained_on() -> None:
     teacher = tiny_pose_model(seed=0)
     crops = random_crops(8, seed=3)
