@@ -6,7 +6,8 @@ accuracy target (their budget-driven target search), and INT8 on each torch resu
 Every candidate is measured against ``model`` on the held-out crops (fidelity, latency ratio),
 by its ONNX size and, when ``accuracy`` is given, by AP on the labelled eval dataset. A
 candidate is on the Pareto front when no other point (the parent included) is at least as good
-on the objective and on accuracy and better on one; the recommendation is the best objective
+on the objective and on accuracy and better on one (latency ratios within the measured noise
+tie, and the other ratio breaks the tie); the recommendation is the best objective
 among the candidates that meet the target and are not slower than the parent (within the
 measured noise).
 """
@@ -176,25 +177,43 @@ def _accuracy_of(row: dict[str, Any], target: OptimizeTarget) -> float:
     return float(row[key])
 
 
+def _latency_tolerance(*rows: dict[str, Any]) -> float:
+    """Latency ratios closer than this are the same speed (the measured noise, or the default)."""
+    noises = [float(r.get("latency_noise") or 0.0) for r in rows]
+    return max([Budget().latency_tolerance, *noises])
+
+
+def _better(a: dict[str, Any], b: dict[str, Any], key: str) -> int:
+    """1 / 0 / -1: ``a`` is better / the same / worse than ``b`` on the objective ``key``; a tie
+    (latency within the noise) is broken by the other ratio (size or latency)."""
+    for k in (key, "size_ratio" if key == "latency_ratio" else "latency_ratio"):
+        tolerance = _latency_tolerance(a, b) if k == "latency_ratio" else 0.0
+        if abs(a[k] - b[k]) > tolerance:
+            return 1 if a[k] < b[k] else -1
+    return 0
+
+
+def _dominates(a: dict[str, Any], b: dict[str, Any], key: str, target: OptimizeTarget) -> bool:
+    objective, accuracy = _better(a, b, key), _accuracy_of(a, target) - _accuracy_of(b, target)
+    return objective >= 0 and accuracy >= 0 and (objective > 0 or accuracy > 0)
+
+
 def _mark(rows: list[dict[str, Any]], parent: dict[str, Any], target: OptimizeTarget) -> None:
     key = "latency_ratio" if target.objective == "latency" else "size_ratio"
     points = [*rows, parent]
     for row in rows:
-        mine = (row[key], _accuracy_of(row, target))
         row["pareto"] = not any(
-            other is not row
-            and other[key] <= mine[0]
-            and _accuracy_of(other, target) >= mine[1]
-            and (other[key] < mine[0] or _accuracy_of(other, target) > mine[1])
-            for other in points
+            other is not row and _dominates(other, row, key, target) for other in points
         )
         if target.max_ap_loss is not None:
             row["meets_target"] = parent["ap"] - row["ap"] <= target.max_ap_loss
         else:
             oks = target.min_oks_vs_parent if target.min_oks_vs_parent is not None else 0.0
             row["meets_target"] = row["oks_vs_parent"] >= oks
-        noise = max(Budget().latency_tolerance, float(row.get("latency_noise") or 0.0))
+        noise = _latency_tolerance(row)
         row["meets_target"] = bool(row["meets_target"] and row["latency_ratio"] <= 1 + noise)
     eligible = [r for r in rows if r["meets_target"] and r["pareto"]]
     if eligible:
-        min(eligible, key=lambda r: (r[key], -_accuracy_of(r, target)))["recommended"] = True
+        other = "size_ratio" if key == "latency_ratio" else "latency_ratio"
+        best = min(eligible, key=lambda r: (r[key], r[other], -_accuracy_of(r, target)))
+        best["recommended"] = True

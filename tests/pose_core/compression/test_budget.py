@@ -76,3 +76,21 @@ def test_pareto_marks_and_recommends_within_the_target() -> None:
     assert [r["pareto"] for r in rows] == [True, True, False, False]  # slow: the parent wins
     assert [r["meets_target"] for r in rows] == [False, True, False, False]
     assert [r.get("recommended", False) for r in rows] == [False, True, False, False]
+
+
+def test_a_lossless_candidate_as_fast_as_the_parent_within_noise_wins_on_size() -> None:
+    parent = {"latency_ratio": 1.0, "size_ratio": 1.0, "oks_vs_parent": 1.0, "ap": 0.30}
+    rows = [
+        {"name": "fp16", "latency_ratio": 1.01, "latency_noise": 0.004, "size_ratio": 0.51,
+         "oks_vs_parent": 1.0, "ap": 0.30},
+        {"name": "lossy", "latency_ratio": 0.70, "size_ratio": 0.30, "oks_vs_parent": 0.75,
+         "ap": 0.20},
+    ]  # fmt: skip
+    _mark(rows, parent, OptimizeTarget(max_ap_loss=0.02))
+    assert [r["pareto"] for r in rows] == [True, True]  # the parent no longer dominates fp16
+    assert [r["meets_target"] for r in rows] == [True, False]
+    assert rows[0].get("recommended") is True and "recommended" not in rows[1]
+    slower = {"name": "fp16", "latency_ratio": 1.2, "size_ratio": 0.51, "oks_vs_parent": 1.0,
+              "ap": 0.30}  # fmt: skip -- beyond the noise: the parent wins again
+    _mark([slower], parent, OptimizeTarget(max_ap_loss=0.02))
+    assert slower["pareto"] is False and "recommended" not in slower
