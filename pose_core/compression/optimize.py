@@ -111,15 +111,19 @@ def optimize(
     }
     listed = plans(candidate_budget(target), torch_form)
     done: dict[str, Candidate] = {}
+    took: dict[str, float] = {}  # seconds of the last untrained candidate of each kind
     for index, plan in enumerate(listed):
-        remaining = target.time_budget_s - (time.monotonic() - started)
+        now = time.monotonic()
+        remaining = target.time_budget_s - (now - started)
+        kind = "+".join(f"{s['method']}:{s.get('mode', '')}" for s in plan.steps)
         candidate = Candidate(plan.name, [])
         done[plan.name] = candidate
         base = done.get(plan.base) if plan.base else None
         if plan.base and (base is None or base.result is None):
             candidate.row = {"name": plan.name, "skipped": f"no {plan.base} result"}
             continue
-        if remaining <= (MIN_TORCH_CANDIDATE_S if plan.trains else 0):
+        # an untrained candidate that took longer than what is left would overrun the budget
+        if remaining <= (MIN_TORCH_CANDIDATE_S if plan.trains else took.get(kind, 0.0)):
             candidate.row = {"name": plan.name, "skipped": "time budget spent"}
             continue
         steps = _with_recovery_time(plan, remaining, listed[index:])
@@ -137,6 +141,7 @@ def optimize(
             candidate.row = {"name": plan.name, "error": str(exc)}
             continue
         candidate.result = result
+        took[kind] = time.monotonic() - now
         candidate.recipe = (base.recipe if base is not None else []) + list(
             result.report["lineage"]["recipe"]
         )
