@@ -61,8 +61,7 @@ class Settings(BaseSettings):
     ort_threads: int = Field(default=2, ge=1)
     session_cache_size: int = Field(default=4, ge=1)
     inference_slots: int | None = Field(default=None, ge=1)
-    """Images ``/predict`` decodes and runs at once; unset: cores + 1 (a request that starts
-    while others run uses single-thread sessions)."""
+    """Images ``/predict`` decodes and runs at once; unset: cores // ``ort_threads`` + 1."""
     import_default: bool = True
     """``serve`` imports the built-in model ``blazepose-full`` on first start (background)."""
     asset_dir: Path | None = None

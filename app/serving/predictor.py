@@ -55,14 +55,11 @@ def default_inference_slots(threads: int) -> int:
 class Predictor:
     """Runs any servable ready version of the store on images (thread-safe).
 
-    A request alone runs its models with ``threads`` intra-op threads (low latency for one
-    client); one admitted while others run uses single-thread sessions of the same models, so
-    concurrent requests share the cores instead of oversubscribing them (throughput).
-    At most ``slots`` images (default :func:`default_inference_slots` of one thread) are
-    decoded and run at once; further requests wait their turn, first come first served. More
-    would only oversubscribe the cores and hold more decoded images and model activations in
-    memory. The process's malloc arenas are limited to ``slots``
-    (:func:`~app.serving.malloc.limit_malloc_arenas`).
+    At most ``slots`` images (default :func:`default_inference_slots`) are decoded and run at
+    once; further requests wait their turn, first come first served. More would only
+    oversubscribe the cores (each ONNX Runtime call already uses ``threads`` of them) and hold
+    more decoded images and model activations in memory. The process's malloc arenas are
+    limited to ``slots`` (:func:`~app.serving.malloc.limit_malloc_arenas`).
     """
 
     def __init__(
@@ -70,9 +67,7 @@ class Predictor:
     ) -> None:
         self.store = store
         self.sessions = SessionCache(cache_size * 2, threads)  # a model and its detector
-        #: sessions of requests that share the cores with others (built when first needed)
-        self.shared_sessions = SessionCache(cache_size * 2, 1) if threads > 1 else self.sessions
-        self.slots = slots or default_inference_slots(1)
+        self.slots = slots or default_inference_slots(threads)
         self._slots = FairSlots(self.slots)
         limit_malloc_arenas(self.slots)
 
@@ -97,21 +92,18 @@ class Predictor:
             raise
 
     # ----------------------------------------------------------------- running
-    def runner(self, blob: Blob, shared: bool = False) -> OnnxRunner:
-        """The blob's session; ``shared``: the single-thread one (other requests are running)."""
-        sessions = self.shared_sessions if shared else self.sessions
-        return sessions.get(blob.sha256, lambda: self.store.blobs.verify(blob))
+    def runner(self, blob: Blob) -> OnnxRunner:
+        return self.sessions.get(blob.sha256, lambda: self.store.blobs.verify(blob))
 
-    def pipeline(self, served: ServedVersion, shared: bool = False) -> PosePipeline:
+    def pipeline(self, served: ServedVersion) -> PosePipeline:
         """Detector + keypoint model.
 
         Raises:
             NoDetectorError: no detector to run (503).
             ManifestError: the manifest cannot be decoded (422).
         """
-        detector = self.runner(served.require_detector(), shared)
-        model = self.runner(served.model_blob, shared)
-        return assemble.pose_pipeline(served.manifest, model, detector)
+        detector = self.runner(served.require_detector())
+        return assemble.pose_pipeline(served.manifest, self.runner(served.model_blob), detector)
 
     def keypoint_model(self, served: ServedVersion) -> KeypointModel:
         """The version's keypoint model alone (top-down use: person boxes given)."""
@@ -134,13 +126,11 @@ class Predictor:
             ApiError: the image is refused (see :func:`~app.serving.images.decode_image`).
         """
         start = time.perf_counter()
-        with self._slots as holders:
+        with self._slots:
             admitted = time.perf_counter()
             image = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
             decoded = time.perf_counter()
-            prediction = self.predict(
-                served, image, max_people, min_score, tiled, shared=holders > 1
-            )
+            prediction = self.predict(served, image, max_people, min_score, tiled)
         prediction.timings.update(
             queue=admitted - start, decode=decoded - admitted, total=time.perf_counter() - start
         )
@@ -153,12 +143,9 @@ class Predictor:
         max_people: int,
         min_score: float,
         tiled: bool = True,
-        *,
-        shared: bool = False,
     ) -> Prediction:
-        """People in one decoded image (blocking; call it from a worker thread); ``shared``:
-        with the single-thread sessions."""
-        pipeline = self.pipeline(served, shared)
+        """People in one decoded image (blocking; call it from a worker thread)."""
+        pipeline = self.pipeline(served)
         start = time.perf_counter()
         people, timings = pipeline.predict_timed(image.pixels, max_people, min_score, tiled)
         logger.debug(

@@ -28,8 +28,8 @@ class CountingPredictor(Predictor):
         self.most_running = 0
         self._count_lock = threading.Lock()
 
-    def runner(self, blob: Blob, shared: bool = False) -> OnnxRunner:
-        inner = super().runner(blob, shared)
+    def runner(self, blob: Blob) -> OnnxRunner:
+        inner = super().runner(blob)
 
         def counted(batch: np.ndarray) -> list[np.ndarray]:
             with self._count_lock:
@@ -76,33 +76,3 @@ def test_default_slots_keep_every_core_busy_plus_one() -> None:
     cores = len(os.sched_getaffinity(0))
     assert default_inference_slots(threads=cores) == 2
     assert default_inference_slots(threads=1) == cores + 1
-
-
-class SessionRecordingPredictor(Predictor):
-    """Records which sessions (wide or shared) each model call used."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.used: list[int] = []
-
-    def runner(self, blob: Blob, shared: bool = False) -> OnnxRunner:
-        inner = super().runner(blob, shared)
-        self.used.append(inner.session.get_session_options().intra_op_num_threads)
-        return inner
-
-
-def test_a_request_alone_uses_every_thread_and_concurrent_ones_share(store: Store) -> None:
-    predictor = SessionRecordingPredictor(store, threads=2, cache_size=1, slots=2)
-    served = predictor.served_version("blazepose-full", "latest")
-    data = ZIDANE.read_bytes()
-    limits = {"max_bytes": len(data), "max_pixels": 10**7, "max_people": 10, "min_score": 0.5}
-
-    predictor.predict_bytes(served, data, **limits)
-    assert set(predictor.used) == {2}  # alone: the ORT_THREADS sessions
-
-    predictor.used.clear()
-    with predictor._slots:  # another request holds a slot
-        people = predictor.predict_bytes(served, data, **limits).people
-    assert len(people) == 2
-    assert set(predictor.used) == {1}  # shared: the single-thread sessions of the same blobs
-    assert predictor.shared_sessions is not predictor.sessions

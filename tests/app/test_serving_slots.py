@@ -73,14 +73,3 @@ def test_malloc_arenas_can_be_limited() -> None:
     from app.serving.malloc import limit_malloc_arenas
 
     assert limit_malloc_arenas(2) is True  # glibc (Linux CI)
-
-
-def test_entering_tells_how_many_hold_a_slot() -> None:
-    slots = FairSlots(3)
-    with slots as first:
-        with slots as second:
-            assert (first, second) == (1, 2)
-        with slots as again:
-            assert again == 2
-    with slots as alone:
-        assert alone == 1
