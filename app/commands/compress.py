@@ -49,8 +49,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--promote", action="store_true", help="move alias 'default' to it if within budget"
     )
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server [%(default)s]")
-    parser.add_argument("--api-key", help="X-API-Key (or POSECOMPRESS_API_KEY)")
+    add_server_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
     parser.set_defaults(handler=run)
 
@@ -104,6 +103,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         flat = with_intervals(flatten(report))
         print(format_table([{k: flat.get(k) for k in SUMMARY}], list(SUMMARY)))
     return 0
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--url`` and ``--api-key`` of the commands that talk to a running server."""
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server [%(default)s]")
+    parser.add_argument("--api-key", help="X-API-Key (or POSECOMPRESS_API_KEY)")
 
 
 def api_client(args: argparse.Namespace, settings: Settings) -> Any:

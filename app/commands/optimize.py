@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from app.commands.compress import api_client, start_and_follow
+from app.commands.compress import add_server_arguments, api_client, start_and_follow
+from common.params import OptimizeOptions
 from common.settings import Settings
 
 COLUMNS = (
@@ -37,9 +38,9 @@ def register(subparsers: Any) -> None:
     target.add_argument("--max-ap-loss", type=float, help="AP loss allowed on --eval-dataset")
     target.add_argument("--min-oks", type=float, help="mean OKS vs the parent, held-out crops")
     parser.add_argument("--objective", choices=("latency", "size"), default="latency")
-    parser.add_argument("--time-budget-s", type=float, default=1800.0)
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="server [%(default)s]")
-    parser.add_argument("--api-key", help="X-API-Key (or POSECOMPRESS_API_KEY)")
+    default_budget = OptimizeOptions.model_fields["time_budget_s"].default
+    parser.add_argument("--time-budget-s", type=float, default=default_budget)
+    add_server_arguments(parser)
     parser.set_defaults(handler=run)
 
 

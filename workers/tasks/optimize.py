@@ -25,6 +25,7 @@ from workers.runtime import (
     JobContext,
     JobError,
     JobResult,
+    job_work_dir,
     run_job,
     transient_errors,
 )
@@ -36,7 +37,7 @@ KIND = OPTIMIZE
 
 
 def optimize_job(ctx: JobContext) -> JobResult:
-    work_dir = ctx.store.data_dir / "work" / f"{KIND}-{ctx.job.id}"
+    work_dir = job_work_dir(ctx.store, KIND, ctx.job.id)
     try:
         return _run(ctx, work_dir)
     except transient_errors():
