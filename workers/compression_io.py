@@ -115,7 +115,7 @@ def prepare_inputs(ctx: JobContext, params: CropParams, work_dir: Path) -> JobIn
         )
     try:
         crops, held_out = training_crops(
-            ctx.store.datasets.path(params.dataset),
+            [ctx.store.datasets.path(dataset) for dataset in params.dataset_ids],
             augment_copies=params.augment_copies,
             seed=params.seed,
             max_sources=params.max_crops,
@@ -123,7 +123,7 @@ def prepare_inputs(ctx: JobContext, params: CropParams, work_dir: Path) -> JobIn
             holdout_fraction=params.holdout_fraction,
         )
     except ValueError as exc:
-        raise JobError(f"dataset {params.dataset}: {exc}") from exc
+        raise JobError(f"dataset {', '.join(params.dataset_ids)}: {exc}") from exc
     ctx.progress(
         CROPS_DONE, f"{len(crops)} training crops, {len(held_out.crops)} held out", force=True
     )
