@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument("--variants", default="landmark,features", help=", ".join(VARIANTS))
     parser.add_argument("--time-budget-s", type=float, default=300.0, help="per variant")
     parser.add_argument("--lr", type=float, default=RecoveryConfig().lr)
+    parser.add_argument("--patience", type=int, default=RecoveryConfig().patience)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--copies", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -217,7 +218,11 @@ def rows(
             p.requires_grad_(True)
         overrides = {"steps": 1_000_000, **VARIANTS[name]}
         cfg = RecoveryConfig(
-            time_budget_s=args.time_budget_s, batch_size=args.batch_size, lr=args.lr, **overrides
+            time_budget_s=args.time_budget_s,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            patience=args.patience,
+            **overrides,
         )
         t0 = time.monotonic()
         stats = train_distill(student, teacher, train, cfg)
