@@ -32,8 +32,13 @@ def _default_output_names(model: nn.Module) -> tuple[str, ...]:
     return ("output",)
 
 
+def _default_input_name(model: nn.Module) -> str:
+    names = getattr(model, "input_names", None)  # a converted ONNX upload keeps its own
+    return str(names[0]) if names else "input"
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_shape: Sequence[int],
-                input_name: str = "input", output_names: Sequence[str] | None = None,
+                input_name: str | None = None, output_names: Sequence[str] | None = None,
                 opset: int = DEFAULT_OPSET) -> Path:
     """Write ``model`` as ONNX to ``path`` and check it with ``onnx.checker``.
 
@@ -41,8 +46,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_shape: Seq
         model: a module taking one tensor; put in eval mode for the export.
         input_shape: example input shape, batch first, e.g. ``(1, 3, 256, 256)``; dim 0 is
             exported as the dynamic axis ``batch``.
-        output_names: ONNX output names; default ``model.output_names`` (GraphModel) or
-            ``("output",)``.
+        input_name: ONNX input name; default ``model.input_names[0]`` (a converted ONNX
+            upload: :mod:`pose_core.importers.onnx_torch`) or ``"input"``.
+        output_names: ONNX output names; default ``model.output_names`` (GraphModel, a
+            converted ONNX upload) or ``("output",)``.
         opset: ONNX opset (>= 17).
     """
     import onnx
@@ -61,7 +68,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_shape: Seq
     batch = torch.export.Dim("batch", min=1)
     try:
         program = torch.onnx.export(
-            model, (example,), input_names=[input_name], output_names=names,
+            model, (example,), input_names=[input_name or _default_input_name(model)],
+            output_names=names,
             dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False,
         )
         if program is None:

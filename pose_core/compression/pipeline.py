@@ -91,6 +91,7 @@ def run_recipe(
                 resolved.budget,
                 data.held_out,
                 data.latency_rounds,
+                data.pose,
             )
             if not check["within_budget"] and resolved.budget.on_over_budget == "fail":
                 raise OverBudgetError(over_budget_message(index, resolved.method, check))

@@ -74,14 +74,19 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
 
     params = ctx.params_as(CompressParams)
     configs = parse_recipe(params.recipe)
-    inputs = prepare_inputs(ctx, params, work_dir)
+    torch_needed = not all(c.runs_on_onnx for c in configs)
+    inputs = prepare_inputs(ctx, params, work_dir, torch_needed=torch_needed)
     parent = inputs.parent
-    if isinstance(inputs.source, OnnxModel) and not all(c.runs_on_onnx for c in configs):
+    if isinstance(inputs.source, OnnxModel) and torch_needed:
         raise JobError(
             f"{parent.model} v{parent.number} has no torch form (artifacts 'recipe' + "
             f"'weights'): only {', '.join(map(repr, onnx_methods()))} can run on an ONNX-only "
             "version"
         )
+    pose = inputs.data.pose
+    unusable = [s for c in configs for s in c.landmark_only()]
+    if not pose.landmark_outputs and unusable:
+        raise JobError(f"{', '.join(unusable)} need BlazePose landmarks, not a {pose.kind} model")
 
     def on_measure(index: int, total: int) -> None:
         ctx.progress(
