@@ -88,9 +88,9 @@ def import_onnx2torch() -> types.ModuleType:
 
 
 def onnx_to_torch(onnx_bytes: bytes) -> nn.Module:
-    """The graph as a torch module (a ``torch.fx.GraphModule`` of plain ``nn.Conv2d``,
-    ``nn.Linear``, ... layers) that takes the graph's one input and returns its outputs in
-    order; ``input_names`` / ``output_names`` hold the graph's, which
+    """The graph as a torch module (onnx2torch's ``torch.fx.GraphModule`` of plain
+    ``nn.Conv2d``, ``nn.Linear``, ... layers) that takes the graph's one input and returns its
+    outputs in order; ``input_names`` / ``output_names`` hold the graph's, which
     :func:`pose_core.export.export_onnx` writes back.
 
     Raises:
@@ -109,8 +109,17 @@ def onnx_to_torch(onnx_bytes: bytes) -> nn.Module:
         module = converter.convert(_within_supported_opset(proto))
     except (NotImplementedError, KeyError, ValueError, RuntimeError) as exc:
         raise TorchFormUnavailable(f"onnx2torch cannot convert the graph: {exc}") from exc
-    module.input_names = tuple(inputs)
-    module.output_names = tuple(o.name for o in proto.graph.output)
+    from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY
+
+    names = {
+        "input_names": tuple(inputs),
+        "output_names": tuple(o.name for o in proto.graph.output),
+    }
+    for name, value in names.items():
+        setattr(module, name, value)
+    # a deep copy (every compression step makes one) of a GraphModule drops attributes of its
+    # own but those fx's meta says to preserve
+    module.meta[_USER_PRESERVED_ATTRIBUTES_KEY] = names
     logger.info("converted an ONNX graph of %d nodes to torch", len(proto.graph.node))
     return module
 

@@ -103,5 +103,14 @@ def test_without_onnx2torch_the_error_names_the_install_command(
 ) -> None:
     monkeypatch.delitem(sys.modules, "onnx2torch", raising=False)
     monkeypatch.setattr(onnx_torch, "onnx2torch_available", lambda: False)
-    with pytest.raises(TorchFormUnavailable, match="pip install --no-deps onnx2torch==1.5.15"):
+    with pytest.raises(TorchFormUnavailable) as raised:
         onnx_to_torch(b"not even parsed")
+    assert "pip install --no-deps onnx2torch==1.5.15" in str(raised.value)
+
+
+@needs_onnx2torch
+def test_a_deep_copy_keeps_the_graph_names(baseline_onnx: bytes) -> None:
+    import copy
+
+    module = copy.deepcopy(onnx_to_torch(baseline_onnx))
+    assert module.input_names == ("image",) and module.output_names == ("heatmaps",)
