@@ -33,7 +33,7 @@ import numpy as np
 
 from pose_core.compression.base import OnnxModel
 from pose_core.compression.data import CropSet
-from pose_core.compression.pose_format import BLAZEPOSE_FORMAT, PoseFormat
+from pose_core.compression.pose_format import BLAZEPOSE_FORMAT, PoseFormat, keypoint_fidelity
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -159,41 +159,12 @@ def landmark_fidelity(
         crop_size: crop side in pixels (the OKS object scale is the crop area / 1.5**2).
         held_out: whether no step trained or calibrated on these crops (stated in the report).
     """
-    from pose_core.compression.pose_format import BLAZEPOSE_FORMAT
-
     return keypoint_fidelity(
         BLAZEPOSE_FORMAT.keypoints([candidate]),
         BLAZEPOSE_FORMAT.keypoints([parent]),
         crop_size / 1.5,
         held_out=held_out,
     )
-
-
-def keypoint_fidelity(
-    candidate: np.ndarray, parent: np.ndarray, box_side: float, *, held_out: bool
-) -> dict[str, float | int | bool | None]:
-    """Fidelity of candidate vs parent keypoints on the same crops, by
-    :func:`~pose_core.evaluation.fidelity.fidelity_metrics`.
-
-    Args:
-        candidate, parent: (N, 17, 2) COCO-17 keypoints in crop pixels.
-        box_side: the person box side in crop pixels (the OKS object scale is its square).
-        held_out: whether no step trained or calibrated on these crops (stated in the report).
-
-    Returns:
-        ``mean_landmark_px`` (mean COCO-17 keypoint error, crop pixels), ``mean_oks_vs_parent``
-        (the two means are ``None`` without crops), ``n_crops`` and ``held_out``.
-    """
-    from pose_core.evaluation.fidelity import fidelity_metrics
-
-    boxes = np.tile(np.array([0.0, 0.0, box_side, box_side]), (len(parent), 1))
-    report = fidelity_metrics(np.asarray(candidate), np.asarray(parent), boxes)
-    return {
-        "mean_landmark_px": report.mean_error_px,
-        "mean_oks_vs_parent": report.mean_oks,
-        "n_crops": report.n_people,
-        "held_out": held_out,
-    }
 
 
 def torch_weights_bytes(model: torch.nn.Module) -> int:

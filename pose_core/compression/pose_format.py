@@ -106,10 +106,8 @@ class PoseFormat:
         *,
         held_out: bool,
     ) -> dict[str, float | int | bool | None]:
-        """:func:`~pose_core.compression.measure.keypoint_fidelity` of two models' outputs on
-        the same crops of ``crop_hw`` pixels (the person box: the short side / 1.5)."""
-        from pose_core.compression.measure import keypoint_fidelity
-
+        """:func:`keypoint_fidelity` of two models' outputs on the same crops of ``crop_hw``
+        pixels (the person box: the short side / 1.5)."""
         return keypoint_fidelity(
             self.keypoints(candidate),
             self.keypoints(parent),
@@ -124,6 +122,33 @@ class PoseFormat:
         decoder = keypoint_model(self.manifest, _never_run)
         assert isinstance(decoder, HeatmapModel)  # heatmap and SimCC models both are
         return decoder
+
+
+def keypoint_fidelity(
+    candidate: np.ndarray, parent: np.ndarray, box_side: float, *, held_out: bool
+) -> dict[str, float | int | bool | None]:
+    """Fidelity of candidate vs parent keypoints on the same crops, by
+    :func:`~pose_core.evaluation.fidelity.fidelity_metrics`.
+
+    Args:
+        candidate, parent: (N, 17, 2) COCO-17 keypoints in crop pixels.
+        box_side: the person box side in crop pixels (the OKS object scale is its square).
+        held_out: whether no step trained or calibrated on these crops (stated in the report).
+
+    Returns:
+        ``mean_landmark_px`` (mean COCO-17 keypoint error, crop pixels), ``mean_oks_vs_parent``
+        (the two means are ``None`` without crops), ``n_crops`` and ``held_out``.
+    """
+    from pose_core.evaluation.fidelity import fidelity_metrics
+
+    boxes = np.tile(np.array([0.0, 0.0, box_side, box_side]), (len(parent), 1))
+    report = fidelity_metrics(np.asarray(candidate), np.asarray(parent), boxes)
+    return {
+        "mean_landmark_px": report.mean_error_px,
+        "mean_oks_vs_parent": report.mean_oks,
+        "n_crops": report.n_people,
+        "held_out": held_out,
+    }
 
 
 BLAZEPOSE_FORMAT = PoseFormat()
