@@ -2,7 +2,8 @@
 
 Uses the ``torch.export``-based exporter (``dynamo=True``, the default of torch 2.13): its
 graph is smaller than the legacy TorchScript exporter's (asymmetric pads fold into ``Conv``),
-and both agree with each other on the BlazePose models.
+and both agree with each other on the BlazePose models. A converted ONNX upload says it needs
+the TorchScript exporter (:data:`ONNX_EXPORTER_ATTR`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
+
+#: a module attribute naming the exporter it needs: ``"torchscript"`` for the torch form of an
+#: ONNX upload (:mod:`pose_core.importers.onnx_torch`), whose onnx2torch shape ops (Shape,
+#: Slice, Reshape) emit their own ONNX node under the TorchScript exporter but read their
+#: shape tensors as numpy, which torch.export cannot trace; anything else: ``torch.export``
+ONNX_EXPORTER_ATTR = "onnx_exporter"
 
 
 class OnnxExportError(RuntimeError):
@@ -66,15 +73,22 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_shape: Seq
     # A batch of 2 keeps torch.export from specialising the batch dimension to 1.
     example = torch.zeros((max(2, int(input_shape[0])), *[int(d) for d in input_shape[1:]]))
     batch = torch.export.Dim("batch", min=1)
+    input_names = [input_name or _default_input_name(model)]
     try:
-        program = torch.onnx.export(
-            model, (example,), input_names=[input_name or _default_input_name(model)],
-            output_names=names,
-            dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False,
-        )
-        if program is None:
-            raise OnnxExportError("torch.onnx.export returned no program")
-        program.save(str(target))
+        if getattr(model, ONNX_EXPORTER_ATTR, "dynamo") == "torchscript":
+            torch.onnx.export(
+                model, (example,), str(target), input_names=input_names, output_names=names,
+                dynamic_axes={name: {0: "batch"} for name in [*input_names, *names]},
+                opset_version=opset, dynamo=False,
+            )
+        else:
+            program = torch.onnx.export(
+                model, (example,), input_names=input_names, output_names=names,
+                dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False,
+            )
+            if program is None:
+                raise OnnxExportError("torch.onnx.export returned no program")
+            program.save(str(target))
         onnx.checker.check_model(str(target), full_check=True)
     except OnnxExportError:
         raise

@@ -89,9 +89,11 @@ def import_onnx2torch() -> types.ModuleType:
 
 def onnx_to_torch(onnx_bytes: bytes) -> nn.Module:
     """The graph as a torch module (onnx2torch's ``torch.fx.GraphModule`` of plain
-    ``nn.Conv2d``, ``nn.Linear``, ... layers) that takes the graph's one input and returns its
-    outputs in order; ``input_names`` / ``output_names`` hold the graph's, which
-    :func:`pose_core.export.export_onnx` writes back.
+    ``nn.Conv2d``, ``nn.Linear``, ... layers; a MatMul by a constant weight is an ``nn.Linear``
+    too: :mod:`pose_core.importers.onnx_linear`) that takes the graph's one input and returns
+    its outputs in order; ``input_names`` / ``output_names`` hold the graph's, which
+    :func:`pose_core.export.export_onnx` writes back (with the TorchScript exporter, which
+    onnx2torch's shape ops need: :data:`pose_core.export.ONNX_EXPORTER_ATTR`).
 
     Raises:
         TorchFormUnavailable: onnx2torch is missing, or the graph has an op it cannot convert.
@@ -111,9 +113,15 @@ def onnx_to_torch(onnx_bytes: bytes) -> nn.Module:
         raise TorchFormUnavailable(f"onnx2torch cannot convert the graph: {exc}") from exc
     from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY
 
+    from pose_core.export import ONNX_EXPORTER_ATTR
+    from pose_core.importers.onnx_linear import as_linear_layers
+
+    as_linear_layers(module)
+
     names = {
         "input_names": tuple(inputs),
         "output_names": tuple(o.name for o in proto.graph.output),
+        ONNX_EXPORTER_ATTR: "torchscript",
     }
     for name, value in names.items():
         setattr(module, name, value)

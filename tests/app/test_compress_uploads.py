@@ -1,7 +1,8 @@
 """Torch-only compression of uploaded ONNX pose models (their onnx2torch form): a ResNet-18-style
 SimpleBaseline ``.onnx`` (17 heatmaps of 64 x 48 from 256 x 192) uploaded with its manifest
-through POST /models, pruned 30% through POST .../compress, served by /predict; the 422s of
-recipes that cannot run on such a model (onnx2torch missing, landmark-only settings).
+through POST /models, pruned 30% through POST .../compress, served by /predict; an RTMPose-like
+SimCC net factorized and distilled the same way; the 422s of recipes that cannot run on such a
+model (onnx2torch missing, landmark-only settings).
 
 The job body runs in this process on the app's store (the Celery task would run the same
 function in a worker). The net's weights are random (seeded; tests/pose_nets_support.py), so
@@ -23,6 +24,7 @@ from fastapi.testclient import TestClient
 from pose_nets_support import BASELINE_HW, BASELINE_MANIFEST, export_pose_net, simple_baseline
 from service_support import assert_error_shape
 from serving_support import cached_bundle, store_builtin
+from simcc_support import SIMCC_MANIFEST, export_simcc_onnx, tiny_simcc
 
 from app.main import create_app
 from common.settings import Settings
@@ -136,6 +138,45 @@ def test_an_uploaded_simple_baseline_is_pruned_and_the_result_serves(
     body = served.json()
     assert body["version"] == 2 and body["people"]
     for person in body["people"]:
+        assert [k["name"] for k in person["keypoints"]] == list(COCO17_NAMES)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not onnx2torch_available(), reason=f"needs onnx2torch: {ONNX2TORCH_INSTALL}")
+def test_an_uploaded_simcc_net_is_factorized_distilled_and_served(
+    client: TestClient, dataset: str, tmp_path: Path
+) -> None:
+    content = export_simcc_onnx(tiny_simcc(seed=2), tmp_path / "simcc.onnx")
+    response = client.post(
+        "/models",
+        data={"name": "simcc", "manifest": json.dumps(SIMCC_MANIFEST)},
+        files={"file": ("simcc.onnx", content)},
+    )
+    assert response.status_code == 201, response.text
+    recovery = {"steps": 3, "batch_size": 2}
+    recipe = [
+        {"method": "lowrank", "params_ratio": 0.7, "recovery": recovery, "budget": KEEP},
+        {"method": "distill", **recovery, "budget": KEEP},
+    ]
+    body = {"recipe": recipe, "dataset": dataset, "latency_rounds": 5}
+    response = client.post("/models/simcc/versions/1/compress", json=body)
+    assert response.status_code == 202, response.text
+    _run_job(client, response.json()["job_id"], tmp_path)
+
+    report = client.get("/models/simcc/versions/2/report").json()
+    lowrank, distill = report["compression"]["steps"]
+    assert lowrank["method"] == "lowrank" and lowrank["decomposition"]["layers"]
+    assert distill["distill"]["holdout_metric"] == "output_nmse"
+    assert report["params"] < report["parent_params"]
+    graph = onnx.load_from_string(_artifact(client, "simcc", 2)).graph
+    assert [o.name for o in graph.output] == ["simcc_x", "simcc_y"]
+    served = client.post(
+        "/predict",
+        data={"model": "simcc", "version": "2", "min_score": "0"},
+        files={"image": ("zidane.jpg", ZIDANE.read_bytes(), "image/jpeg")},
+    )
+    assert served.status_code == 200, served.text
+    for person in served.json()["people"]:
         assert [k["name"] for k in person["keypoints"]] == list(COCO17_NAMES)
 
 

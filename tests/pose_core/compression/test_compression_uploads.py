@@ -95,6 +95,23 @@ def test_prune_keeps_the_heatmap_head_of_a_converted_simple_baseline(tmp_path: P
 
 
 @needs_onnx2torch
+def test_prune_of_a_converted_simcc_net_keeps_its_keypoint_maps_and_classifiers(
+    tmp_path: Path,
+) -> None:
+    from pose_core.importers.onnx_torch import onnx_to_torch
+
+    model = onnx_to_torch(export_simcc_onnx(tiny_simcc(seed=1), tmp_path / "s.onnx"))
+    report = prune_channels(
+        model, PruneConfig(ratio=0.5, round_to=None), _normalised_crops(2, INPUT_HW)
+    )
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [c.out_channels for c in convs] == [8, 8, 8, 17]  # 16 -> 8; the 17 maps kept
+    assert [m.in_features for m in linears] == [192, 192]  # they read the maps' 16 x 12 cells
+    assert report["heads_kept"] == 3 and report["macs_after"] < report["macs_before"]
+
+
+@needs_onnx2torch
 def test_lowrank_and_distill_run_on_a_converted_simcc_net(tmp_path: Path) -> None:
     from pose_core.importers.onnx_torch import onnx_to_torch
 

@@ -69,6 +69,10 @@ def test_converted_simcc_net_matches_onnx_runtime_output_by_output(tmp_path: Pat
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-4)
     assert module.output_names == ("simcc_x", "simcc_y")
+    # the classifiers (MatMul + Add of constants in the graph) are layers with parameters
+    linears = [m for m in module.modules() if isinstance(m, torch.nn.Linear)]
+    assert sorted((m.in_features, m.out_features) for m in linears) == [(192, 96), (192, 128)]
+    assert all(m.bias is not None for m in linears)
 
 
 @needs_onnx2torch
