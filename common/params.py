@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ExportOptimization = Literal["disable", "basic", "extended"]
 TflitePrecision = Literal["fp32", "fp16", "int8_dynamic"]
 EvaluationModeName = Literal["gt-boxes", "detector"]
+#: training datasets one compress or optimize job may combine
+MAX_CROP_DATASETS = 8
 
 
 class JobParams(BaseModel):
@@ -56,7 +58,10 @@ class TfliteExportParams(TfliteExportOptions, JobParams):
 class CropOptions(BaseModel):
     """Datasets and crop options shared by the compress and optimize requests."""
 
-    dataset: str = Field(description="training / calibration dataset id")
+    dataset: str | list[str] = Field(
+        description="training / calibration dataset id, or a list of ids whose photos are "
+        f"used together (at most {MAX_CROP_DATASETS})"
+    )
     eval_dataset: str | None = Field(default=None, description="labelled dataset id for AP/PCK")
     augment_copies: int = Field(default=1, ge=0, le=32, description="augmented copies per crop")
     max_crops: int | None = Field(default=None, ge=1, description="person crops to use")
@@ -65,6 +70,20 @@ class CropOptions(BaseModel):
         default=0.2, gt=0, lt=1, description="images held out of every step for the budget checks"
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset_ids(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not 1 <= len(value) <= MAX_CROP_DATASETS:
+            raise ValueError(f"give 1 to {MAX_CROP_DATASETS} dataset ids")
+        if isinstance(value, list) and len(set(value)) != len(value):
+            raise ValueError("a dataset id is given twice")
+        return value
+
+    @property
+    def dataset_ids(self) -> list[str]:
+        """The training datasets, in the order given."""
+        return [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
 
 
 class CropParams(CropOptions, JobParams):

@@ -36,6 +36,9 @@ class ServedVersion:
     manifest: dict[str, Any]
     model_blob: Blob
     detector_blob: Blob | None
+    #: everything above comes from the version's own lineage (ready versions do not change), not
+    #: from the built-in model's ``default``, which can move: the record may be cached by number
+    from_lineage_only: bool = True
 
     def require_detector(self) -> Blob:
         """The detector blob.
@@ -104,9 +107,14 @@ def _served(models: RegistryReader, version: VersionInfo) -> ServedVersion:
         model_artifact = version.artifact(ROLE_MODEL)
     except NotFoundError as exc:
         raise NotServableError(str(exc)) from exc
-    detector = _nearest_detector(chain) or _builtin_detector(models)
+    own_detector = _nearest_detector(chain)
+    detector = own_detector or _builtin_detector(models)
     return ServedVersion(
-        version, manifest, Blob(model_artifact.sha256, model_artifact.size), detector
+        version,
+        manifest,
+        Blob(model_artifact.sha256, model_artifact.size),
+        detector,
+        from_lineage_only=own_detector is not None,
     )
 
 

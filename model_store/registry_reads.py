@@ -77,37 +77,48 @@ class RegistryReader:
         """A ready version from a number, a numeric string, ``latest``, ``default`` or a user
         alias."""
         with self.db.session() as s:
-            model_row = self._model_row(s, model)
-            row: VersionRow | None
-            number = version_number(ref)
-            if number is not None:
-                row = self._version_row(s, model_row, number)
-            elif ref == LATEST:
-                row = s.scalars(
-                    select(VersionRow)
-                    .where(VersionRow.model_id == model_row.id, VersionRow.status == "ready")
-                    .order_by(VersionRow.number.desc())
-                    .limit(1)
-                ).first()
-                if row is None:
-                    raise NotFoundError(f"model {model!r} has no ready version")
-            else:
-                alias = s.scalars(
-                    select(AliasRow).where(AliasRow.model_id == model_row.id, AliasRow.name == ref)
-                ).first()
-                if alias is None and ref == DEFAULT:
-                    raise NotFoundError(
-                        f"model {model!r} has no default version (none of its versions serves "
-                        "keypoints, or the default's version was deleted): set its 'default' "
-                        "alias, or name a version"
-                    )
-                if alias is None:
-                    raise NotFoundError(f"model {model!r} has no version or alias {ref!r}")
-                row = s.get(VersionRow, alias.version_id)
-                assert row is not None
-            if row.status != "ready":
-                raise NotFoundError(f"{model} v{row.number} is {row.status}, not ready")
-            return self._version_info(s, row)
+            return self._version_info(s, self._resolve_row(s, model, ref))
+
+    def resolve_number(self, model: str, ref: str | int) -> tuple[int, str]:
+        """The number of the ready version :meth:`resolve` gives and an identity no other
+        version ever has (row id and creation time: numbers restart when a model is deleted and
+        made again), without the rest of its record (serving resolves on every request)."""
+        with self.db.session() as s:
+            row = self._resolve_row(s, model, ref)
+            return row.number, f"{row.id}@{row.created_at.isoformat()}"
+
+    def _resolve_row(self, s: Session, model: str, ref: str | int) -> VersionRow:
+        model_row = self._model_row(s, model)
+        row: VersionRow | None
+        number = version_number(ref)
+        if number is not None:
+            row = self._version_row(s, model_row, number)
+        elif ref == LATEST:
+            row = s.scalars(
+                select(VersionRow)
+                .where(VersionRow.model_id == model_row.id, VersionRow.status == "ready")
+                .order_by(VersionRow.number.desc())
+                .limit(1)
+            ).first()
+            if row is None:
+                raise NotFoundError(f"model {model!r} has no ready version")
+        else:
+            alias = s.scalars(
+                select(AliasRow).where(AliasRow.model_id == model_row.id, AliasRow.name == ref)
+            ).first()
+            if alias is None and ref == DEFAULT:
+                raise NotFoundError(
+                    f"model {model!r} has no default version (none of its versions serves "
+                    "keypoints, or the default's version was deleted): set its 'default' "
+                    "alias, or name a version"
+                )
+            if alias is None:
+                raise NotFoundError(f"model {model!r} has no version or alias {ref!r}")
+            row = s.get(VersionRow, alias.version_id)
+            assert row is not None
+        if row.status != "ready":
+            raise NotFoundError(f"{model} v{row.number} is {row.status}, not ready")
+        return row
 
     def artifact_path(self, model: str, ref: str | int, role: str = "model") -> Path:
         """Path of a verified artifact blob of a ready version (sha256 re-checked)."""

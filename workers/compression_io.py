@@ -134,7 +134,7 @@ def prepare_inputs(
         )
     try:
         crops, held_out = training_crops(
-            ctx.store.datasets.path(params.dataset),
+            [ctx.store.datasets.path(dataset) for dataset in params.dataset_ids],
             augment_copies=params.augment_copies,
             seed=params.seed,
             max_sources=params.max_crops,
@@ -143,7 +143,7 @@ def prepare_inputs(
             crop_format=pose.crop_format(),
         )
     except ValueError as exc:
-        raise JobError(f"dataset {params.dataset}: {exc}") from exc
+        raise JobError(f"dataset {', '.join(params.dataset_ids)}: {exc}") from exc
     ctx.progress(
         CROPS_DONE, f"{len(crops)} training crops, {len(held_out.crops)} held out", force=True
     )

@@ -43,7 +43,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--recipe", required=True, type=Path, help='JSON file: [{"method": ...}, ...]'
     )
-    parser.add_argument("--dataset", required=True, help="training / calibration dataset id")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        action="append",
+        help="training / calibration dataset id (repeat it to combine datasets)",
+    )
     parser.add_argument("--eval-dataset", help="labelled dataset id for AP / PCK")
     parser.add_argument("--keep-intermediate", action="store_true", help="a version per step")
     parser.add_argument(
@@ -84,7 +89,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     body = {
         "recipe": recipe,
-        "dataset": args.dataset,
+        "dataset": args.dataset[0] if len(args.dataset) == 1 else args.dataset,
         "eval_dataset": args.eval_dataset,
         "keep_intermediate": args.keep_intermediate,
         "promote": args.promote,

@@ -32,7 +32,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "model", help="NAME:VERSION (or NAME:alias; NAME alone = its default version)"
     )
-    parser.add_argument("--dataset", required=True, help="training / calibration dataset id")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        action="append",
+        help="training / calibration dataset id (repeat it to combine datasets)",
+    )
     parser.add_argument("--eval-dataset", help="labelled dataset id (needed by --max-ap-loss)")
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--max-ap-loss", type=float, help="AP loss allowed on --eval-dataset")
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     name, _, ref = args.model.partition(":")
     body = {
-        "dataset": args.dataset,
+        "dataset": args.dataset[0] if len(args.dataset) == 1 else args.dataset,
         "eval_dataset": args.eval_dataset,
         "max_ap_loss": args.max_ap_loss,
         "min_oks_vs_parent": args.min_oks,

@@ -69,6 +69,9 @@ class Predictor:
         self.sessions = SessionCache(cache_size * 2, threads)  # a model and its detector
         self.slots = slots or default_inference_slots(threads)
         self._slots = FairSlots(self.slots)
+        # ready versions do not change: what serving one needs is looked up once per version
+        # (the alias is still resolved on every request, so alias moves apply at once)
+        self._served: dict[str, ServedVersion] = {}
         limit_malloc_arenas(self.slots)
 
     # ----------------------------------------------------------------- lookup
@@ -81,7 +84,13 @@ class Predictor:
             NotServableError: the version cannot serve keypoints (422).
         """
         try:
-            return resolve_served(self.store, model, ref)
+            number, identity = self.store.models.resolve_number(model, ref)
+            served = self._served.get(identity)
+            if served is None:
+                served = resolve_served(self.store, model, number)
+                if served.from_lineage_only:
+                    self._served[identity] = served
+            return served
         except NotFoundError:
             if model == BUILTIN_MODEL_NAME:
                 from app.serving.builtin_import import builtin_unavailable_error

@@ -302,7 +302,7 @@ def detector_crops(runner: Runner) -> Detector:
 
 
 def training_crops(
-    dataset_dir: Path,
+    dataset_dirs: Sequence[Path],
     *,
     augment_copies: int,
     seed: int,
@@ -311,12 +311,12 @@ def training_crops(
     holdout_fraction: float,
     crop_format: CropFormat | None = None,
 ) -> tuple[CropSet, HeldOut]:
-    """Crops of every person of a stored dataset -- ground-truth boxes where labelled,
+    """Crops of every person of stored datasets -- ground-truth boxes where labelled,
     detector crops (or whole-image squares without a detector) elsewhere -- split by image
     into training crops (plus augmented copies) and held-out crops; BlazePose's crops, or
     ``crop_format``'s."""
     return build_split(
-        [dataset_dir],
+        dataset_dirs,
         holdout_fraction=holdout_fraction,
         augment=AugmentConfig(copies=augment_copies) if augment_copies > 0 else None,
         seed=seed,

@@ -318,3 +318,20 @@ def test_optimize_time_budget_fits_the_time_limit(
     assert refused.status_code == 422
     assert_error_shape(refused.json(), "invalid_argument")
     assert client.get("/jobs").json() == []
+
+
+def test_several_training_datasets_are_checked_and_kept_in_order(
+    client: TestClient, tiny: str, dataset_id: str
+) -> None:
+    other = client.post("/datasets", files={"file": ("e.zip", dataset_zip())})
+    assert other.status_code == 201, other.text
+    both = [dataset_id, other.json()["id"]]
+    response = _compress(client, [PRUNE_STEP], both)  # type: ignore[arg-type]
+    assert response.status_code == 202, response.text
+    assert response.json()["params"]["dataset"] == both
+    missing = _compress(client, [PRUNE_STEP], [dataset_id, "nope"])  # type: ignore[arg-type]
+    assert missing.status_code == 404
+    for bad in ([dataset_id, dataset_id], [], [f"d{i}" for i in range(9)]):
+        refused = _compress(client, [PRUNE_STEP], bad)  # type: ignore[arg-type]
+        assert refused.status_code == 422, bad
+        assert_error_shape(refused.json(), "validation_error")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from app.errors import ApiError
-from app.serving.images import decode_image
+from app.serving.images import _decode_jpeg_opencv, decode_image
 
 ZIDANE = Path(__file__).resolve().parents[1] / "data" / "ultralytics_zidane.jpg"
 LIMITS = {"max_bytes": 20_000_000, "max_pixels": 50_000_000}
@@ -49,3 +49,38 @@ def test_other_formats_stay_refused(format: str):
     with pytest.raises(ApiError) as caught:
         decode_image(buffer.getvalue(), **LIMITS)
     assert caught.value.status == 415
+
+
+def _pillow_pixels(data: bytes) -> np.ndarray:
+    from PIL import ImageOps
+
+    return np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+
+
+@pytest.mark.parametrize(
+    "photo", [ZIDANE, *sorted((ZIDANE.parent / "dev_subset" / "images").glob("*.jpg"))]
+)
+def test_jpeg_pixels_equal_pillows(photo: Path):
+    data = photo.read_bytes()
+    assert _decode_jpeg_opencv(data, Image.open(io.BytesIO(data))) is not None  # the fast path
+    assert np.array_equal(decode_image(data, **LIMITS).pixels, _pillow_pixels(data))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_exif_orientation_is_applied_as_pillow_does(orientation: int):
+    pixels = np.random.default_rng(orientation).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif.tobytes(), quality=95)
+    decoded = decode_image(buffer.getvalue(), **LIMITS)
+    assert decoded.pixels.shape == ((30, 50, 3) if orientation <= 4 else (50, 30, 3))
+    assert np.array_equal(decoded.pixels, _pillow_pixels(buffer.getvalue()))
+
+
+def test_jpeg_cut_short_is_refused_not_filled():
+    data = ZIDANE.read_bytes()
+    with pytest.raises(ApiError) as caught:
+        decode_image(data[: len(data) // 2], **LIMITS)
+    assert caught.value.status == 422

@@ -177,7 +177,8 @@ def start_compression(
     parent = store.models.resolve(name, ref)
     kind = require_kind(store, parent, *SERVABLE_KINDS)
     recipe = validate_recipe(body.recipe, parent, settings, kind)
-    store.datasets.get(body.dataset)
+    for dataset in body.dataset_ids:
+        store.datasets.get(dataset)
     if body.eval_dataset is not None:
         store.datasets.get(body.eval_dataset)
     params = CompressParams(
@@ -213,7 +214,8 @@ def start_optimization(
             f"time_budget_s: at most {settings.soft_time_limit} s on this service "
             "(TASK_TIME_LIMIT less 60 s)",
         )
-    store.datasets.get(body.dataset)
+    for dataset in body.dataset_ids:
+        store.datasets.get(dataset)
     if body.eval_dataset is not None:
         evaluation = store.datasets.get(body.eval_dataset)
         if body.max_ap_loss is not None and not evaluation.has_annotations:
