@@ -77,9 +77,9 @@ def dataset(client: TestClient) -> str:
     return str(response.json()["id"])
 
 
-def _compress(client: TestClient, recipe: list[dict[str, Any]], dataset: str) -> Any:
+def _compress(client: TestClient, recipe: list[dict[str, Any]], dataset: str, **extra: Any) -> Any:
     body = {"recipe": recipe, "dataset": dataset, "latency_rounds": 5, "augment_copies": 1}
-    return client.post("/models/baseline/versions/1/compress", json=body)
+    return client.post("/models/baseline/versions/1/compress", json={**body, **extra})
 
 
 def _run_job(client: TestClient, job_id: str, tmp_path: Path) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def _run_job(client: TestClient, job_id: str, tmp_path: Path) -> dict[str, Any]:
 def test_an_uploaded_simple_baseline_is_pruned_and_the_result_serves(
     client: TestClient, baseline: str, dataset: str, tmp_path: Path
 ) -> None:
-    response = _compress(client, [PRUNE], dataset)
+    response = _compress(client, [PRUNE], dataset, eval_dataset=dataset)
     assert response.status_code == 202, response.text
     _run_job(client, response.json()["job_id"], tmp_path)
 
@@ -126,6 +126,9 @@ def test_an_uploaded_simple_baseline_is_pruned_and_the_result_serves(
     assert report["budget"]["steps"][0]["measured"]["mean_px"] == pytest.approx(
         fidelity["mean_landmark_px"], rel=1e-6
     )
+    for accuracy in (report["accuracy"], report["parent_accuracy"]):  # decoded as heatmaps
+        assert accuracy["mode"] == "gt-boxes" and 0 <= accuracy["ap"] <= 1
+        assert accuracy["n_people"] >= 1
     model = onnx.load_from_string(_artifact(client, "baseline", 2))
     assert [o.name for o in model.graph.output] == ["heatmaps"]
 
