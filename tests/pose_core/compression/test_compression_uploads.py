@@ -146,3 +146,31 @@ def replace_teacher(data: CompressionData, teacher: torch.nn.Module) -> Compress
     from dataclasses import replace
 
     return replace(data, teacher=teacher)
+
+
+@needs_onnx2torch
+def test_a_prune_target_is_searched_on_the_decoded_keypoints(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pose_core.compression.data import HeldOut
+    from pose_core.compression.pipeline import run_recipe
+    from pose_core.importers.onnx_torch import onnx_to_torch
+
+    model = onnx_to_torch(export_simcc_onnx(tiny_simcc(seed=1), tmp_path / "s.onnx"))
+    held_out = HeldOut(_normalised_crops(4, INPUT_HW, seed=5), ("a.jpg", "b.jpg"))
+    data = replace(
+        _data(tmp_path, SIMCC, _normalised_crops(8, INPUT_HW)), held_out=held_out, latency_rounds=3
+    )
+    lenient = {"max_mean_px": 1000.0, "min_oks_vs_parent": None, "max_latency_ratio": None}
+    step = PruneConfig(
+        round_to=None,
+        budget=lenient,
+        recovery={"steps": 0},
+        search={"lowest": 0.8, "highest": 0.95, "probes": 2},
+    )
+    (result,) = run_recipe(model, [step], data)
+    search = result.report["target_search"]
+    assert search["field"] == "target_macs_ratio" and len(search["probes"]) == 2
+    assert all(p["mean_px"] is not None for p in search["probes"] if p.get("reachable", True))
+    measured = result.report["budget"]["measured"]  # fidelity decoded from the SimCC bins
+    assert measured["mean_px"] is not None and measured["mean_px"] >= 0
