@@ -30,6 +30,9 @@ ONNX2TORCH_INSTALL = "pip install --no-deps onnx2torch==1.5.15"
 #: torch's opset-20 TorchScript exports, is converted down to it first: Shape-19 has none)
 ONNX2TORCH_OPSET = 18
 
+#: the exporter a converted module asks :func:`pose_core.export.export_onnx` for
+CONVERTED_EXPORTER = "torchscript"
+
 
 class TorchFormUnavailable(Exception):
     """The graph cannot be given a torch form (onnx2torch missing, or an op it cannot convert)."""
@@ -121,7 +124,7 @@ def onnx_to_torch(onnx_bytes: bytes) -> nn.Module:
     names = {
         "input_names": tuple(inputs),
         "output_names": tuple(o.name for o in proto.graph.output),
-        ONNX_EXPORTER_ATTR: "torchscript",
+        ONNX_EXPORTER_ATTR: CONVERTED_EXPORTER,
     }
     for name, value in names.items():
         setattr(module, name, value)
@@ -130,6 +133,13 @@ def onnx_to_torch(onnx_bytes: bytes) -> nn.Module:
     module.meta[_USER_PRESERVED_ATTRIBUTES_KEY] = names
     logger.info("converted an ONNX graph of %d nodes to torch", len(proto.graph.node))
     return module
+
+
+def is_converted_onnx(model: object) -> bool:
+    """``model`` is a torch form made by :func:`onnx_to_torch` (or a compressed copy of one)."""
+    from pose_core.export import ONNX_EXPORTER_ATTR
+
+    return getattr(model, ONNX_EXPORTER_ATTR, None) == CONVERTED_EXPORTER
 
 
 def _within_supported_opset(proto: Any) -> Any:

@@ -174,3 +174,42 @@ def test_a_prune_target_is_searched_on_the_decoded_keypoints(tmp_path: Path) -> 
     assert all(p["mean_px"] is not None for p in search["probes"] if p.get("reachable", True))
     measured = result.report["budget"]["measured"]  # fidelity decoded from the SimCC bins
     assert measured["mean_px"] is not None and measured["mean_px"] >= 0
+
+
+@needs_onnx2torch
+def test_a_finished_step_on_a_converted_net_is_reused_by_a_rerun(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typing import Any
+
+    from pose_core.compression import pipeline
+    from pose_core.importers.onnx_torch import onnx_to_torch
+
+    model = onnx_to_torch(export_simcc_onnx(tiny_simcc(seed=1), tmp_path / "s.onnx"))
+    steps: list[Any] = [
+        {"method": "prune", "ratio": 0.5, "round_to": None, "recovery": {"steps": 1}},
+        {"method": "distill", "steps": 1, "batch_size": 2},
+    ]
+    data = _data(tmp_path, SIMCC, _normalised_crops(8, INPUT_HW))
+    ran: list[str] = []
+    real_compress = pipeline.compress
+    dies_at: set[str] = {"distill"}
+
+    def compress_or_die(model: Any, config: Any, data: Any) -> Any:
+        ran.append(config.method)
+        if config.method in dies_at:
+            raise KeyboardInterrupt  # the worker dies here
+        return real_compress(model, config, data)
+
+    monkeypatch.setattr(pipeline, "compress", compress_or_die)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_recipe(model, steps, data)
+    assert (tmp_path / "work" / "step0_prune" / "result" / "torch_form.onnx").is_file()
+
+    ran.clear()
+    dies_at.clear()
+    pruned, distilled = pipeline.run_recipe(model, steps, data)
+    assert ran == ["distill"]  # the pruned net came back from its ONNX form
+    convs = [m.out_channels for m in pruned.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [8, 8, 8, 17]
+    assert distilled.report["distill"]["holdout_metric"] == "output_nmse"
