@@ -142,6 +142,16 @@ def is_converted_onnx(model: object) -> bool:
     return getattr(model, ONNX_EXPORTER_ATTR, None) == CONVERTED_EXPORTER
 
 
+def torch_form_note(version_number: int) -> dict[str, str]:
+    """What a version's report says of the torch form its compression ran on."""
+    from importlib.metadata import version
+
+    return {
+        "converter": f"onnx2torch {version('onnx2torch')}",
+        "from": f"the ONNX model artifact of v{version_number}, converted when the job ran",
+    }
+
+
 def _within_supported_opset(proto: Any) -> Any:
     """``proto``, converted down to :data:`ONNX2TORCH_OPSET` when its opset is newer."""
     from onnx import version_converter

@@ -114,6 +114,8 @@ def test_an_uploaded_simple_baseline_is_pruned_and_the_result_serves(
     assert {a["role"] for a in child["artifacts"]} == {"model"}  # re-derived from ONNX
     assert child["manifest"]["kind"] == "heatmap"
     report = client.get("/models/baseline/versions/2/report").json()
+    assert report["torch_form"]["converter"] == "onnx2torch 1.5.15"
+    assert "v1" in report["torch_form"]["from"]
     pruning = report["compression"]["pruning"]
     assert pruning["heads_kept"] >= 1  # the 17-heatmap conv
     assert report["params"] < report["parent_params"]

@@ -71,6 +71,7 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
     from pose_core.compression.pipeline import parse_recipe
     from pose_core.compression.registry import onnx_methods
     from pose_core.compression.results import compress_and_measure
+    from pose_core.importers.onnx_torch import is_converted_onnx, torch_form_note
 
     params = ctx.params_as(CompressParams)
     configs = parse_recipe(params.recipe)
@@ -113,6 +114,9 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
         ctx.stop_if_requested()
         raise JobError(f"compression failed: {exc}") from exc
 
+    torch_form = {}
+    if is_converted_onnx(inputs.source):
+        torch_form = {"torch_form": torch_form_note(parent.number)}
     # Each result is a child of the one before it (the first: of the parent).
     lineage_parent = parent
     created: list[VersionInfo] = []
@@ -123,7 +127,7 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
             done,
             parent=lineage_parent,
             steps=report["lineage"]["recipe"],
-            extra={"budget": budget},
+            extra={"budget": budget, **torch_form},
         )
         created.append(ready)
         lineage_parent = ready
