@@ -2,7 +2,8 @@
 
 Uses the ``torch.export``-based exporter (``dynamo=True``, the default of torch 2.13): its
 graph is smaller than the legacy TorchScript exporter's (asymmetric pads fold into ``Conv``),
-and both agree with each other on the BlazePose models.
+and both agree with each other on the BlazePose models. A converted ONNX upload says it needs
+the TorchScript exporter (:data:`ONNX_EXPORTER_ATTR`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 18
 
+#: a module attribute naming the exporter it needs: ``"torchscript"`` for the torch form of an
+#: ONNX upload (:mod:`pose_core.importers.onnx_torch`), whose onnx2torch shape ops (Shape,
+#: Slice, Reshape) emit their own ONNX node under the TorchScript exporter but read their
+#: shape tensors as numpy, which torch.export cannot trace; anything else: ``torch.export``
+ONNX_EXPORTER_ATTR = "onnx_exporter"
+
 
 class OnnxExportError(RuntimeError):
     """The model could not be exported or the exported graph is invalid."""
@@ -32,8 +39,13 @@ def _default_output_names(model: nn.Module) -> tuple[str, ...]:
     return ("output",)
 
 
+def _default_input_name(model: nn.Module) -> str:
+    names = getattr(model, "input_names", None)  # a converted ONNX upload keeps its own
+    return str(names[0]) if names else "input"
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_shape: Sequence[int],
-                input_name: str = "input", output_names: Sequence[str] | None = None,
+                input_name: str | None = None, output_names: Sequence[str] | None = None,
                 opset: int = DEFAULT_OPSET) -> Path:
     """Write ``model`` as ONNX to ``path`` and check it with ``onnx.checker``.
 
@@ -41,8 +53,10 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_shape: Seq
         model: a module taking one tensor; put in eval mode for the export.
         input_shape: example input shape, batch first, e.g. ``(1, 3, 256, 256)``; dim 0 is
             exported as the dynamic axis ``batch``.
-        output_names: ONNX output names; default ``model.output_names`` (GraphModel) or
-            ``("output",)``.
+        input_name: ONNX input name; default ``model.input_names[0]`` (a converted ONNX
+            upload: :mod:`pose_core.importers.onnx_torch`) or ``"input"``.
+        output_names: ONNX output names; default ``model.output_names`` (GraphModel, a
+            converted ONNX upload) or ``("output",)``.
         opset: ONNX opset (>= 17).
     """
     import onnx
@@ -59,14 +73,22 @@ def export_onnx(model: nn.Module, path: str | os.PathLike[str], input_shape: Seq
     # A batch of 2 keeps torch.export from specialising the batch dimension to 1.
     example = torch.zeros((max(2, int(input_shape[0])), *[int(d) for d in input_shape[1:]]))
     batch = torch.export.Dim("batch", min=1)
+    input_names = [input_name or _default_input_name(model)]
     try:
-        program = torch.onnx.export(
-            model, (example,), input_names=[input_name], output_names=names,
-            dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False,
-        )
-        if program is None:
-            raise OnnxExportError("torch.onnx.export returned no program")
-        program.save(str(target))
+        if getattr(model, ONNX_EXPORTER_ATTR, "dynamo") == "torchscript":
+            torch.onnx.export(
+                model, (example,), str(target), input_names=input_names, output_names=names,
+                dynamic_axes={name: {0: "batch"} for name in [*input_names, *names]},
+                opset_version=opset, dynamo=False,
+            )
+        else:
+            program = torch.onnx.export(
+                model, (example,), input_names=input_names, output_names=names,
+                dynamic_shapes=({0: batch},), opset_version=opset, dynamo=True, verbose=False,
+            )
+            if program is None:
+                raise OnnxExportError("torch.onnx.export returned no program")
+            program.save(str(target))
         onnx.checker.check_model(str(target), full_check=True)
     except OnnxExportError:
         raise

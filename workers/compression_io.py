@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from common.params import CropParams
 from model_store import Store, VersionInfo
+from model_store.errors import NotServableError
+from model_store.lineage import served_version
 from pose_core.roles import ROLE_DETECTOR
 from workers.runtime import JobContext, JobError
 from workers.version_pipeline import artifact_bytes, has_role, load_compressible
@@ -22,6 +24,7 @@ from workers.version_pipeline import artifact_bytes, has_role, load_compressible
 if TYPE_CHECKING:
     from pose_core.compression.base import CompressibleModel
     from pose_core.compression.data import CompressionData, HeldOut
+    from pose_core.compression.pose_format import PoseFormat
     from pose_core.compression.results import Accuracy, MeasuredResult
 
 logger = logging.getLogger(__name__)
@@ -30,10 +33,11 @@ logger = logging.getLogger(__name__)
 CROPS_DONE, WORK_DONE = 0.05, 0.8
 
 
-def _cached_accuracy() -> Accuracy:
+def _cached_accuracy(pose: PoseFormat | None = None) -> Accuracy:
+    from pose_core.compression.pose_format import BLAZEPOSE_FORMAT
     from pose_core.compression.results import cached_accuracy
 
-    return cached_accuracy()
+    return cached_accuracy(pose or BLAZEPOSE_FORMAT)
 
 
 @dataclass
@@ -97,15 +101,30 @@ class JobInputs:
     started: float  #: the job's start (``time.monotonic()``), for ``wall_time_s``
 
 
-def prepare_inputs(ctx: JobContext, params: CropParams, work_dir: Path) -> JobInputs:
-    """Parent version, its model, the split crops and the result store of a compression job."""
+def prepare_inputs(
+    ctx: JobContext, params: CropParams, work_dir: Path, *, torch_needed: bool = False
+) -> JobInputs:
+    """Parent version, its model, the split crops and the result store of a compression job.
+    With ``torch_needed``, an uploaded heatmap / SimCC ONNX model is converted to torch
+    (``JobError`` when it cannot be); crops and fidelity follow the parent's manifest."""
     from pose_core.compression.crops import training_crops
     from pose_core.compression.data import CompressionData
+    from pose_core.compression.pose_format import PoseFormat
+    from pose_core.importers.onnx_torch import TorchFormUnavailable
     from pose_core.inference.runtime import OnnxRunner
 
     started = time.monotonic()
     parent = ctx.store.models.resolve(params.model, params.version)
-    source = load_compressible(ctx.store, parent)
+    try:
+        pose = PoseFormat.of_manifest(served_version(ctx.store, parent).manifest)
+    except (NotServableError, ValueError) as exc:
+        raise JobError(f"{parent.model} v{parent.number}: {exc}") from exc
+    try:
+        source = load_compressible(
+            ctx.store, parent, convert_onnx=torch_needed and not pose.landmark_outputs
+        )
+    except TorchFormUnavailable as exc:
+        raise JobError(f"{parent.model} v{parent.number} has no torch form: {exc}") from exc
     eval_dir = ctx.store.datasets.path(params.eval_dataset) if params.eval_dataset else None
     ctx.progress(0.0, "building training and held-out crops", force=True)
     detector = None
@@ -121,6 +140,7 @@ def prepare_inputs(ctx: JobContext, params: CropParams, work_dir: Path) -> JobIn
             max_sources=params.max_crops,
             detector=detector,
             holdout_fraction=params.holdout_fraction,
+            crop_format=pose.crop_format(),
         )
     except ValueError as exc:
         raise JobError(f"dataset {', '.join(params.dataset_ids)}: {exc}") from exc
@@ -136,6 +156,9 @@ def prepare_inputs(ctx: JobContext, params: CropParams, work_dir: Path) -> JobIn
         seed=params.seed,
         held_out=held_out,
         latency_rounds=params.latency_rounds,
+        pose=pose,
     )
-    results = ResultStore(ctx.store, ctx.job.id, parent, held_out, eval_dir, params)
+    results = ResultStore(
+        ctx.store, ctx.job.id, parent, held_out, eval_dir, params, _cached_accuracy(pose)
+    )
     return JobInputs(parent, source, data, results, started)

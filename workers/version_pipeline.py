@@ -32,9 +32,14 @@ def artifact_bytes(store: Store, version: VersionInfo, role: str) -> bytes:
     return store.models.artifact_path(version.model, version.number, role).read_bytes()
 
 
-def load_compressible(store: Store, version: VersionInfo) -> CompressibleModel:
-    """The torch ``GraphModel`` when the version has ``recipe`` + ``weights``, else its ONNX
-    graph as an ``OnnxModel`` (which only ONNX-level methods such as quantize accept)."""
+def load_compressible(
+    store: Store, version: VersionInfo, *, convert_onnx: bool = False
+) -> CompressibleModel:
+    """The torch ``GraphModel`` when the version has ``recipe`` + ``weights``; else, with
+    ``convert_onnx``, its ONNX graph converted to torch (an uploaded heatmap / SimCC model:
+    :func:`pose_core.importers.onnx_torch.onnx_to_torch`, which raises ``TorchFormUnavailable``);
+    else its ONNX graph as an ``OnnxModel`` (which only ONNX-level methods such as quantize
+    accept)."""
     from pose_core.compression.base import OnnxModel
 
     if has_torch_form(version):
@@ -45,7 +50,12 @@ def load_compressible(store: Store, version: VersionInfo) -> CompressibleModel:
         recipe = json.loads(artifact_bytes(store, version, ROLE_RECIPE))
         weights = load(artifact_bytes(store, version, ROLE_WEIGHTS))
         return GraphModel.from_recipe(recipe, weights)
-    return OnnxModel(onnx_bytes=artifact_bytes(store, version, ROLE_MODEL))
+    onnx_bytes = artifact_bytes(store, version, ROLE_MODEL)
+    if convert_onnx:
+        from pose_core.importers.onnx_torch import onnx_to_torch
+
+        return onnx_to_torch(onnx_bytes)
+    return OnnxModel(onnx_bytes=onnx_bytes)
 
 
 class PipelineUnavailable(Exception):

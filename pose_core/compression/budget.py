@@ -17,6 +17,7 @@ from typing import Any
 from pose_core.compression.base import CompressionError
 from pose_core.compression.configs import Budget
 from pose_core.compression.data import HeldOut
+from pose_core.compression.pose_format import BLAZEPOSE_FORMAT, PoseFormat
 
 
 class OverBudgetError(CompressionError):
@@ -24,23 +25,24 @@ class OverBudgetError(CompressionError):
 
 
 def measure(
-    candidate_onnx: bytes, parent_onnx: bytes, held_out: HeldOut, latency_rounds: int
+    candidate_onnx: bytes,
+    parent_onnx: bytes,
+    held_out: HeldOut,
+    latency_rounds: int,
+    pose: PoseFormat = BLAZEPOSE_FORMAT,
 ) -> dict[str, Any]:
-    """Fidelity (held-out crops) and latency ratio of ``candidate_onnx`` to ``parent_onnx``,
-    with the ratio's noise (``latency_noise``: the parent against itself in the same rounds)."""
-    from pose_core.compression.measure import (
-        landmark_fidelity,
-        ort_session,
-        run_session,
-        session_latency,
-    )
+    """Fidelity (held-out crops, outputs decoded as ``pose`` says) and latency ratio of
+    ``candidate_onnx`` to ``parent_onnx``, with the ratio's noise (``latency_noise``: the
+    parent against itself in the same rounds)."""
+    from pose_core.compression.measure import ort_session, run_session, session_latency
     from pose_core.evaluation.latency import median_ratio
 
     images = held_out.crops.images
     cand, parent = ort_session(candidate_onnx), ort_session(parent_onnx)
-    fidelity = landmark_fidelity(
-        run_session(cand, images)[0], run_session(parent, images)[0],
-        float(images.shape[-1]),
+    fidelity = pose.fidelity(
+        run_session(cand, images),
+        run_session(parent, images),
+        (images.shape[-2], images.shape[-1]),
         held_out=True,
     )
     # a second session of the parent in the same rounds: how far the ratio of two identical
@@ -85,9 +87,11 @@ def judge(
     budget: Budget,
     held_out: HeldOut,
     latency_rounds: int,
+    pose: PoseFormat = BLAZEPOSE_FORMAT,
 ) -> dict[str, Any]:
     """The verdict of a result (see the module docstring)."""
-    return verdict(budget, measure(candidate_onnx, parent_onnx, held_out, latency_rounds), held_out)
+    measured = measure(candidate_onnx, parent_onnx, held_out, latency_rounds, pose)
+    return verdict(budget, measured, held_out)
 
 
 #: what to try when a limit is exceeded, by method

@@ -69,6 +69,11 @@ class MethodConfig(BaseModel):
     config_version: int = 1
     budget: Budget = Budget()
 
+    def landmark_only(self) -> tuple[str, ...]:
+        """What of this step reads BlazePose's landmark outputs, so cannot run on a heatmap or
+        SimCC model (empty: the step runs on any pose model's torch form)."""
+        return ()
+
 
 class RecoveryConfig(BaseModel):
     """Training settings of a distillation run (standalone or recovery after prune/lowrank/QAT)."""
@@ -189,6 +194,10 @@ class QuantizeConfig(MethodConfig):
     def _steps_limit(cls, value: int, info: ValidationInfo) -> int:
         return _within_limit(value, info, MAX_TRAINING_STEPS)
 
+    def landmark_only(self) -> tuple[str, ...]:
+        # calibration fallback and QAT are scored by the landmark error
+        return ("method 'quantize'",)
+
 
 class PruneConfig(MethodConfig):
     """Prune ``ratio`` of the channels of every prunable group, or until ``target_macs_ratio``;
@@ -225,6 +234,16 @@ class PruneConfig(MethodConfig):
     def _one_target(self) -> PruneConfig:
         _check_searchable(self, (self.ratio, self.target_macs_ratio))
         return self
+
+    def landmark_only(self) -> tuple[str, ...]:
+        return tuple(
+            setting
+            for setting, used in (
+                ("importance 'taylor'", self.importance == "taylor"),
+                ("allocation 'sensitivity'", self.allocation == "sensitivity"),
+            )
+            if used
+        )
 
 
 class LowRankConfig(MethodConfig):

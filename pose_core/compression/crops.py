@@ -12,11 +12,13 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pose_core.compression.pose_format import CropFormat
 from pose_core.dataset_schema import IMAGE_SUFFIXES
 from pose_core.inference.crop import (
     CropRect,
@@ -25,6 +27,7 @@ from pose_core.inference.crop import (
     invert_affine,
     warp_crop,
 )
+from pose_core.inference.heatmap import fit_rect_to_aspect
 from pose_core.keypoints import BLAZEPOSE33_FLIP_PAIRS, BLAZEPOSE33_TO_COCO17
 
 if TYPE_CHECKING:
@@ -148,19 +151,23 @@ def _render(
     source: CropSource,
     rect: CropRect,
     flip: bool,
-    size: int,
+    size: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    crop = warp_crop(image, rect, size, size) / 255.0
+    """(H, W, 3) crop in [0, 1] of ``size`` (width, height) and its targets in crop pixels;
+    ``rect`` is enlarged to the crop's aspect ratio first (as serving does)."""
+    width, height = size
+    rect = fit_rect_to_aspect(rect, width, height)
+    crop = warp_crop(image, rect, width, height) / 255.0
     targets = None
     if source.keypoints33 is not None:
-        to_crop = invert_affine(crop_to_image_matrix(rect, size, size))
+        to_crop = invert_affine(crop_to_image_matrix(rect, width, height))
         targets = source.keypoints33.copy()
         targets[:, :2] = apply_affine(to_crop, targets[:, :2])
         targets[targets[:, 2] <= 0, :2] = 0.0
     if flip:
         crop = crop[:, ::-1]
         if targets is not None:
-            targets = flip_targets(targets, size)
+            targets = flip_targets(targets, width)
     return crop, targets
 
 
@@ -173,14 +180,16 @@ def build_cropset(
     box_scale: float = 1.5,
     size: int = CROP_SIZE,
     max_sources: int | None = None,
+    crop_format: CropFormat | None = None,
 ) -> CropSet:
-    """Deterministic (given ``seed``) crops of every person in ``dataset_dirs``.
+    """Deterministic (given ``seed``) crops of every person in ``dataset_dirs``: ``size`` x
+    ``size`` in [0, 1], or in ``crop_format`` (another model's input).
 
     Each source crop yields the plain crop (if ``augment is None`` or ``augment.keep_plain``)
     plus ``augment.copies`` augmented ones. Targets are present when any source is labelled.
     """
     sources = _sources(dataset_dirs, detect, box_scale, max_sources)
-    return _render_sources(sources, augment, seed, size)
+    return _render_sources(sources, augment, seed, _Format.of(size, crop_format))
 
 
 def build_split(
@@ -193,6 +202,7 @@ def build_split(
     box_scale: float = 1.5,
     size: int = CROP_SIZE,
     max_sources: int | None = None,
+    crop_format: CropFormat | None = None,
 ) -> tuple[CropSet, HeldOut]:
     """Training crops (as :func:`build_cropset`) and the plain crops of held-out images.
 
@@ -208,9 +218,10 @@ def build_split(
     held = set(ranked[: min(max(round(holdout_fraction * len(names)), 1), len(names) - 1)])
     train = [s for s in sources if s.image_path.name not in held]
     kept = [s for s in sources if s.image_path.name in held]
+    form = _Format.of(size, crop_format)
     return (
-        _render_sources(train, augment, seed, size),
-        HeldOut(_render_sources(kept, None, seed, size), tuple(sorted(held))),
+        _render_sources(train, augment, seed, form),
+        HeldOut(_render_sources(kept, None, seed, form), tuple(sorted(held))),
     )
 
 
@@ -229,8 +240,20 @@ def _sources(
     return sources
 
 
+@dataclass(frozen=True)
+class _Format:
+    size: tuple[int, int]  #: width, height
+    model_input: CropFormat | None  #: normalisation after augmentation; None: [0, 1] RGB
+
+    @staticmethod
+    def of(size: int, crop_format: CropFormat | None) -> _Format:
+        if crop_format is None:
+            return _Format((size, size), None)
+        return _Format((crop_format.width, crop_format.height), crop_format)
+
+
 def _render_sources(
-    sources: Sequence[CropSource], augment: AugmentConfig | None, seed: int, size: int
+    sources: Sequence[CropSource], augment: AugmentConfig | None, seed: int, form: _Format
 ) -> CropSet:
     rng = np.random.default_rng(seed)
     images: list[np.ndarray] = []
@@ -255,9 +278,11 @@ def _render_sources(
                 )
             )
         for rect, flip, jitter in variants:
-            crop, tgt = _render(image, source, rect, flip, size)
+            crop, tgt = _render(image, source, rect, flip, form.size)
             if jitter and augment is not None:
                 crop = _colour_jitter(crop, augment, rng)
+            if form.model_input is not None:
+                crop = form.model_input.normalise(crop)
             images.append(np.ascontiguousarray(crop.transpose(2, 0, 1), dtype=np.float32))
             targets.append(tgt if tgt is not None else empty)
     logger.info("built %d crops from %d sources", len(images), len(sources))
@@ -284,10 +309,12 @@ def training_crops(
     max_sources: int | None,
     detector: Runner | None,
     holdout_fraction: float,
+    crop_format: CropFormat | None = None,
 ) -> tuple[CropSet, HeldOut]:
     """Crops of every person of stored datasets -- ground-truth boxes where labelled,
     detector crops (or whole-image squares without a detector) elsewhere -- split by image
-    into training crops (plus augmented copies) and held-out crops."""
+    into training crops (plus augmented copies) and held-out crops; BlazePose's crops, or
+    ``crop_format``'s."""
     return build_split(
         dataset_dirs,
         holdout_fraction=holdout_fraction,
@@ -295,4 +322,5 @@ def training_crops(
         seed=seed,
         detect=detector_crops(detector) if detector is not None else None,
         max_sources=max_sources,
+        crop_format=crop_format,
     )

@@ -2,7 +2,9 @@
 
 Two public types matter to every compression method (INT8 calibration included):
 
-* :class:`CropSet` -- ``images`` (N, 3, 256, 256) float32 in [0, 1] (the landmark model's input)
+* :class:`CropSet` -- ``images`` (N, 3, 256, 256) float32 in [0, 1] (the landmark model's input;
+  a heatmap or SimCC model's crops are its own input format instead:
+  :class:`~pose_core.compression.pose_format.CropFormat`)
   and optional ``targets`` (N, 33, 3): BlazePose-33 ``(x, y, v)`` in crop pixels, ``v > 0`` where a
   ground-truth label exists (COCO-17 labels mapped through ``BLAZEPOSE33_TO_COCO17``).
   Build it with :func:`~pose_core.compression.crops.build_cropset` from COCO-style dataset dirs
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pose_core.compression.pose_format import BLAZEPOSE_FORMAT, PoseFormat
 from pose_core.inference.crop import CropRect
 
 if TYPE_CHECKING:
@@ -171,6 +174,8 @@ class CompressionData:
     #: crops of images that no step trains or calibrates on: budget checks and target searches
     held_out: HeldOut | None = None
     latency_rounds: int = 50  #: interleaved rounds of a budget check's latency ratio
+    #: the model's crops and outputs (fidelity, distillation objective); BlazePose's by default
+    pose: PoseFormat = BLAZEPOSE_FORMAT
 
     def for_step(self, name: str, start: float, end: float) -> CompressionData:
         """A copy for one sub-step: own work dir, progress mapped into ``[start, end]``."""

@@ -8,7 +8,9 @@ pruning, low-rank and quantization-aware fine-tuning use for recovery:
   ``requires_grad=False`` stay frozen.
 * ``teacher`` is run under ``no_grad`` in eval mode.
 * both return the landmark model's outputs: ``(landmarks (N, 195), presence (N, 1), [heatmap])``
-  with landmarks = 39 x (x, y, z, visibility logit, presence logit) in crop pixels.
+  with landmarks = 39 x (x, y, z, visibility logit, presence logit) in crop pixels -- or, with
+  ``objective`` ``RAW_OUTPUTS`` (a heatmap / SimCC model), any outputs, matched by their
+  per-channel normalised MSE (the landmark weights below do not apply).
 * with ``online_augment`` (label-free runs), every batch gets a fresh random affine and colour
   jitter (:func:`~pose_core.compression.distill_loss.random_augment`) and the teacher is run
   on the augmented crops; otherwise the teacher's outputs per fixed crop are cached.
@@ -52,12 +54,13 @@ from pose_core.compression.base import CompressionError, CompressionResult
 from pose_core.compression.configs import DistillConfig, RecoveryConfig
 from pose_core.compression.data import CompressionData, CropSet
 from pose_core.compression.distill_loss import (
+    LANDMARKS,
+    DistillObjective,
     FeatureTaps,
     TeacherCache,
-    distill_loss,
     holdout_error_px,
     holdout_split,
-    pose_outputs,
+    objective_for,
     random_augment,
 )
 from pose_core.compression.features import (
@@ -83,6 +86,9 @@ class DistillStats:
     holdout_px_start: float | None = None
     holdout_px_best: float | None = None
     best_step: int | None = None
+    #: what the two ``holdout_px`` scores measure (``landmark_px``, or ``output_nmse`` for a
+    #: model without BlazePose outputs: :mod:`~pose_core.compression.distill_loss`)
+    holdout_metric: str = LANDMARKS.metric
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,8 +127,10 @@ def train_distill(
     progress: Callable[[float, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     checkpoint_dir: Path | None = None,
+    objective: DistillObjective = LANDMARKS,
 ) -> DistillStats:
-    """Train ``student`` (in place) to mimic ``teacher`` on ``crops``; see the module docstring."""
+    """Train ``student`` (in place) to mimic ``teacher`` on ``crops``; see the module docstring
+    (``objective``: the landmark losses, or another model's, e.g. ``RAW_OUTPUTS``)."""
     if len(crops) == 0:
         raise CompressionError("distillation needs at least one training crop")
     teacher.eval()
@@ -145,7 +153,7 @@ def train_distill(
         else:
             logger.warning("ignoring checkpoint %s: different student or config", ckpt_path)
     resumed_from = step
-    cache = TeacherCache(teacher, crops)
+    cache = TeacherCache(teacher, crops, objective)
     targets = torch.from_numpy(crops.targets) if crops.targets is not None else None
     augment_online = cfg.online_augment and not (cfg.gt_weight and targets is not None)
     num_train, holdout_idx = holdout_split(len(crops), cfg)
@@ -181,9 +189,9 @@ def train_distill(
             group["lr"] = _lr_at(cfg, step, elapsed)
         with feature_taps(teacher, taps.names) as teacher_feats:
             if augment_online:
-                batch = random_augment(crops.tensor(idx), rng)
+                batch = random_augment(crops.tensor(idx), rng, objective.input_range)
                 with torch.no_grad():
-                    teacher_out = pose_outputs(teacher(batch))
+                    teacher_out = objective.read(teacher(batch))
             else:
                 batch = crops.tensor(idx)
                 teacher_out = cache.get(idx)
@@ -191,8 +199,8 @@ def train_distill(
                     with torch.no_grad():
                         teacher(batch)
         with feature_taps(student, taps.names) as student_feats:
-            student_out = pose_outputs(student(batch))
-        loss = distill_loss(
+            student_out = objective.read(student(batch))
+        loss = objective.loss(
             student_out, teacher_out, cfg, None if targets is None else targets[idx]
         )
         if taps.names:
@@ -259,6 +267,7 @@ def train_distill(
         None if best is None else float(best["start_px"]),
         None if best is None else float(best["px"]),
         None if best is None else int(best["step"]),
+        objective.metric,
     )
     logger.info("distillation done: %s", stats)
     return stats
@@ -267,10 +276,12 @@ def train_distill(
 def recover(
     student: torch.nn.Module, teacher: torch.nn.Module, cfg: RecoveryConfig, data: CompressionData
 ) -> dict[str, Any]:
-    """Recovery training of prune / lowrank: distil ``teacher`` into ``student`` on ``data``."""
+    """Recovery training of prune / lowrank: distil ``teacher`` into ``student`` on ``data``
+    (the objective of ``data.pose``)."""
     stats = train_distill(student, teacher, data.train, cfg, progress=data.progress,
                           should_stop=data.should_stop,
-                          checkpoint_dir=data.work_dir / "recovery")  # fmt: skip
+                          checkpoint_dir=data.work_dir / "recovery",
+                          objective=objective_for(data.pose))  # fmt: skip
     if stats.stopped_by == "cancelled":
         raise CompressionError("compression cancelled during recovery (checkpoint kept for resume)")
     return stats.as_dict()

@@ -1,11 +1,18 @@
 """What distillation minimises and scores: the landmark model's outputs (:class:`PoseOutputs`), the
 distillation loss (see :mod:`~pose_core.compression.distill` for its terms), the teacher's
 cached outputs, the per-batch random augmentation, and the held-out landmark error that
-early stopping scores."""
+early stopping scores.
+
+A model whose outputs are not BlazePose's (a heatmap or SimCC upload) is distilled on its raw
+outputs instead (:data:`RAW_OUTPUTS`): the mean over its outputs of the per-channel normalised
+MSE (each keypoint's heatmap or SimCC bins weigh alike), scored the same way on the held-out
+crops; :func:`objective_for` picks the objective of a model's
+:class:`~pose_core.compression.pose_format.PoseFormat`."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +28,7 @@ from pose_core.compression.features import (
     feature_loss,
     normalised_mse,
 )
+from pose_core.compression.pose_format import PoseFormat
 
 logger = logging.getLogger(__name__)
 
@@ -89,35 +97,36 @@ def distill_loss(
 
 
 class TeacherCache:
-    """Teacher outputs per crop index, computed on first use (the crops never change)."""
+    """Teacher outputs per crop index, computed on first use (the crops never change), read
+    by ``objective``."""
 
-    def __init__(self, teacher: torch.nn.Module, crops: CropSet) -> None:
+    def __init__(
+        self, teacher: torch.nn.Module, crops: CropSet, objective: DistillObjective | None = None
+    ) -> None:
         self.teacher, self.crops = teacher, crops
-        self.outputs: dict[int, PoseOutputs] = {}
+        self.objective = objective or LANDMARKS
+        self.outputs: dict[int, tuple[torch.Tensor, ...]] = {}
 
-    def get(self, idx: np.ndarray) -> PoseOutputs:
+    def get(self, idx: np.ndarray) -> Any:
         missing = [int(i) for i in idx if int(i) not in self.outputs]
         if missing:
             with torch.no_grad():
-                out = pose_outputs(self.teacher(self.crops.tensor(missing)))
+                out = output_tensors(self.teacher(self.crops.tensor(missing)))
             for row, i in enumerate(missing):
-                self.outputs[i] = PoseOutputs(
-                    out.landmarks[row],
-                    None if out.presence is None else out.presence[row],
-                    None if out.heatmap is None else out.heatmap[row],
-                )
+                self.outputs[i] = tuple(t[row] for t in out)
         rows = [self.outputs[int(i)] for i in idx]
-        return PoseOutputs(
-            torch.stack([r.landmarks for r in rows]),
-            None if rows[0].presence is None else torch.stack([r.presence for r in rows]),  # type: ignore[misc]
-            None if rows[0].heatmap is None else torch.stack([r.heatmap for r in rows]),  # type: ignore[misc]
-        )
+        return self.objective.read(tuple(torch.stack(ts) for ts in zip(*rows, strict=True)))
 
 
-def random_augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Each crop of an (N, 3, H, W) batch in [0, 1] under its own random affine (rotation
-    +-30 deg, scale 0.8-1.25, shift +-10%, horizontal flip; zero padding, as crops that leave
-    the image are) and brightness / contrast jitter of +-20%."""
+def random_augment(
+    batch: torch.Tensor,
+    rng: np.random.Generator,
+    value_range: tuple[float, float] | None = (0.0, 1.0),
+) -> torch.Tensor:
+    """Each crop of an (N, 3, H, W) batch in ``value_range`` ([0, 1]; ``None``: normalised
+    crops, not clipped) under its own random affine (rotation +-30 deg, scale 0.8-1.25, shift
+    +-10%, horizontal flip; zero padding, as crops that leave the image are) and brightness /
+    contrast jitter of +-20%."""
     n = len(batch)
     angle = np.deg2rad(rng.uniform(-30.0, 30.0, n))
     scale = np.exp(rng.uniform(np.log(0.8), np.log(1.25), n))
@@ -138,28 +147,84 @@ def random_augment(batch: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
     contrast = torch.from_numpy(rng.uniform(0.8, 1.2, (n, 1, 1, 1))).to(batch.dtype)
     brightness = torch.from_numpy(rng.uniform(-0.1, 0.1, (n, 1, 1, 1))).to(batch.dtype)
     mean = warped.mean(dim=(1, 2, 3), keepdim=True)
-    return ((warped - mean) * contrast + mean + brightness).clamp(0.0, 1.0)
+    jittered = (warped - mean) * contrast + mean + brightness
+    return jittered if value_range is None else jittered.clamp(*value_range)
 
 
 def holdout_error_px(
     student: torch.nn.Module, cache: TeacherCache, idx: np.ndarray, batch_size: int = 16
 ) -> float:
-    """Mean distance (crop px) of the 33 body landmarks to the teacher's on crops ``idx``,
-    weighted by the teacher's visibility probability."""
+    """The held-out score of ``student`` against the teacher on crops ``idx`` (lower is
+    better): with BlazePose outputs, the mean distance (crop px) of the 33 body landmarks
+    weighted by the teacher's visibility probability; else ``cache.objective``'s."""
     was_training = student.training
     student.eval()
+    objective = cache.objective
     total = weight = 0.0
     with torch.no_grad():
         for start in range(0, len(idx), batch_size):
             part = idx[start : start + batch_size]
-            s = pose_outputs(student(cache.crops.tensor(part))).landmarks
-            t = cache.get(part).landmarks
-            vis = torch.sigmoid(t[:, :NUM_BODY_LANDMARKS, 3])
-            dist = (s[:, :NUM_BODY_LANDMARKS, :2] - t[:, :NUM_BODY_LANDMARKS, :2]).norm(dim=-1)
-            total += float((dist * vis).sum())
-            weight += float(vis.sum())
+            batch_total, batch_weight = objective.score(
+                objective.read(student(cache.crops.tensor(part))), cache.get(part)
+            )
+            total += batch_total
+            weight += batch_weight
     student.train(was_training)
     return total / max(weight, 1e-9)
+
+
+def _landmark_score(student: PoseOutputs, teacher: PoseOutputs) -> tuple[float, float]:
+    s, t = student.landmarks, teacher.landmarks
+    vis = torch.sigmoid(t[:, :NUM_BODY_LANDMARKS, 3])
+    dist = (s[:, :NUM_BODY_LANDMARKS, :2] - t[:, :NUM_BODY_LANDMARKS, :2]).norm(dim=-1)
+    return float((dist * vis).sum()), float(vis.sum())
+
+
+def output_tensors(raw: Any) -> tuple[torch.Tensor, ...]:
+    """A model's outputs as a tuple (one tensor or a list / tuple of them)."""
+    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+
+
+def output_loss(
+    student: tuple[torch.Tensor, ...],
+    teacher: tuple[torch.Tensor, ...],
+    cfg: RecoveryConfig | None = None,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Mean over the outputs of the per-channel normalised MSE (``cfg`` and ``targets`` are
+    not used: the landmark terms and labels are BlazePose's)."""
+    if len(student) != len(teacher):
+        raise CompressionError(f"{len(student)} student outputs for {len(teacher)} teacher ones")
+    pairs = zip(student, teacher, strict=True)
+    return torch.stack([normalised_mse(s, t) for s, t in pairs]).mean()
+
+
+def _output_score(
+    student: tuple[torch.Tensor, ...], teacher: tuple[torch.Tensor, ...]
+) -> tuple[float, float]:
+    n = len(teacher[0])
+    return float(output_loss(student, teacher)) * n, float(n)
+
+
+@dataclass(frozen=True)
+class DistillObjective:
+    """What distillation reads from a model's raw outputs, minimises and scores."""
+
+    metric: str  #: the held-out score's name (``DistillStats.holdout_metric``)
+    read: Callable[[Any], Any]
+    loss: Callable[[Any, Any, RecoveryConfig, torch.Tensor | None], torch.Tensor]
+    score: Callable[[Any, Any], tuple[float, float]]  #: (sum, weight) over one batch
+    input_range: tuple[float, float] | None  #: the crops' values (``random_augment``)
+
+
+LANDMARKS = DistillObjective("landmark_px", pose_outputs, distill_loss, _landmark_score, (0.0, 1.0))
+"""BlazePose: the landmark losses, scored in crop pixels."""
+RAW_OUTPUTS = DistillObjective("output_nmse", output_tensors, output_loss, _output_score, None)
+"""Any other model: normalised MSE of every output (heatmaps, SimCC bins)."""
+
+
+def objective_for(pose: PoseFormat) -> DistillObjective:
+    return LANDMARKS if pose.landmark_outputs else RAW_OUTPUTS
 
 
 def holdout_split(n: int, cfg: RecoveryConfig) -> tuple[int, np.ndarray]:

@@ -73,7 +73,8 @@ def output_moments(
     model: nn.Module, names: list[str], images: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """Per layer name: the second moment (out, out) of its output without bias, over every
-    output pixel of ``images`` (float64)."""
+    output pixel of ``images`` (float64); a linear layer's features are its output's last
+    axis (it may read an N x K x C tensor: SimCC classifiers)."""
     modules = dict(model.named_modules())
     moments: dict[str, torch.Tensor] = {}
     hooks = []
@@ -81,8 +82,12 @@ def output_moments(
 
         def accumulate(mod: nn.Module, inp: Any, out: torch.Tensor, key: str = name) -> None:
             bias = getattr(mod, "bias", None)
-            y = out if bias is None else out - bias.reshape(1, -1, *([1] * (out.dim() - 2)))
-            flat = y.movedim(1, -1).reshape(-1, y.shape[1]).double()
+            if isinstance(mod, nn.Linear):
+                y = out if bias is None else out - bias
+            else:
+                y = out if bias is None else out - bias.reshape(1, -1, *([1] * (out.dim() - 2)))
+                y = y.movedim(1, -1)
+            flat = y.reshape(-1, y.shape[-1]).double()
             moments[key] = moments.get(key, 0) + flat.T @ flat
 
         hooks.append(modules[name].register_forward_hook(accumulate))

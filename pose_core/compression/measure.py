@@ -33,6 +33,7 @@ import numpy as np
 
 from pose_core.compression.base import OnnxModel
 from pose_core.compression.data import CropSet
+from pose_core.compression.pose_format import BLAZEPOSE_FORMAT, PoseFormat, keypoint_fidelity
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -81,16 +82,17 @@ def onnx_bytes_of(model: torch.nn.Module | OnnxModel, example: torch.Tensor) -> 
         return path.read_bytes()
 
 
-def gt_box_accuracy(onnx_bytes: bytes, dataset_dir: Path) -> dict[str, Any]:
-    """COCO AP / PCK of a BlazePose-style landmark graph, ground-truth-box mode (ORT, 2 threads)."""
+def gt_box_accuracy(
+    onnx_bytes: bytes, dataset_dir: Path, pose: PoseFormat = BLAZEPOSE_FORMAT
+) -> dict[str, Any]:
+    """COCO AP / PCK of a pose graph (decoded as ``pose`` says: by default a BlazePose-style
+    landmark graph), ground-truth-box mode (ORT, 2 threads)."""
     from pose_core.evaluation.protocol import EvaluationMode, evaluate_dataset
-    from pose_core.inference.landmarks import BlazePoseLandmarkModel
-    from pose_core.inference.pipeline import PosePipeline
+    from pose_core.inference.assemble import pose_pipeline
     from pose_core.inference.runtime import OnnxRunner
 
-    pipeline = PosePipeline(
-        BlazePoseLandmarkModel(OnnxRunner(onnx_bytes, threads=2)), detector=None
-    )
+    manifest = pose.manifest or {"kind": pose.kind}
+    pipeline = pose_pipeline(manifest, OnnxRunner(onnx_bytes, threads=2), detector=None)
     report = evaluate_dataset(pipeline, dataset_dir, EvaluationMode.GT_BOXES)
     return {
         "ap": report.ap,
@@ -149,33 +151,20 @@ def latency_summary(stats: LatencyStats) -> dict[str, float]:
 def landmark_fidelity(
     candidate: np.ndarray, parent: np.ndarray, crop_size: float, *, held_out: bool
 ) -> dict[str, float | int | bool | None]:
-    """Fidelity of candidate vs parent landmarks on the same crops, by
-    :func:`~pose_core.evaluation.fidelity.fidelity_metrics` on the 17 COCO keypoints.
+    """Fidelity of candidate vs parent BlazePose landmarks on the same crops, by
+    :func:`keypoint_fidelity` on the 17 COCO keypoints.
 
     Args:
         candidate, parent: (N, 195) landmark outputs in crop pixels.
         crop_size: crop side in pixels (the OKS object scale is the crop area / 1.5**2).
         held_out: whether no step trained or calibrated on these crops (stated in the report).
-
-    Returns:
-        ``mean_landmark_px`` (mean COCO-17 keypoint error, crop pixels), ``mean_oks_vs_parent``
-        (the two means are ``None`` without crops), ``n_crops`` and ``held_out``.
     """
-    from pose_core.evaluation.fidelity import fidelity_metrics
-    from pose_core.keypoints import BLAZEPOSE33_TO_COCO17
-
-    coco = list(BLAZEPOSE33_TO_COCO17)
-    c = candidate.reshape(len(candidate), -1, 5)[:, coco, :2]
-    p = parent.reshape(len(parent), -1, 5)[:, coco, :2]
-    side = crop_size / 1.5
-    boxes = np.tile(np.array([0.0, 0.0, side, side]), (len(p), 1))
-    report = fidelity_metrics(c, p, boxes)
-    return {
-        "mean_landmark_px": report.mean_error_px,
-        "mean_oks_vs_parent": report.mean_oks,
-        "n_crops": report.n_people,
-        "held_out": held_out,
-    }
+    return keypoint_fidelity(
+        BLAZEPOSE_FORMAT.keypoints([candidate]),
+        BLAZEPOSE_FORMAT.keypoints([parent]),
+        crop_size / 1.5,
+        held_out=held_out,
+    )
 
 
 def torch_weights_bytes(model: torch.nn.Module) -> int:
@@ -196,8 +185,10 @@ def measure_candidate(
     candidate_onnx: bytes | None = None,
     parent_onnx: bytes | None = None,
     fidelity_held_out: bool = False,
+    pose: PoseFormat = BLAZEPOSE_FORMAT,
 ) -> dict[str, Any]:
-    """The report of ``candidate`` against ``parent`` (see the module docstring).
+    """The report of ``candidate`` against ``parent`` (see the module docstring); ``pose``
+    says how the outputs become keypoints.
 
     ``candidate_onnx`` / ``parent_onnx``: graphs already exported (for example the stored
     artifacts), measured instead of exporting the torch forms again. ``fidelity_held_out``:
@@ -230,10 +221,10 @@ def measure_candidate(
     )
     report["latency_ratio"] = median_ratio(lat_c, lat_p)
     images = crops.images[:max_fidelity_crops]
-    report["fidelity"] = landmark_fidelity(
-        run_session(cand_sess, images)[0],
-        run_session(parent_sess, images)[0],
-        float(images.shape[-1]),
+    report["fidelity"] = pose.fidelity(
+        run_session(cand_sess, images),
+        run_session(parent_sess, images),
+        (images.shape[-2], images.shape[-1]),
         held_out=fidelity_held_out,
     )
     report["accuracy"] = report["parent_accuracy"] = None

@@ -11,10 +11,11 @@ budget, and every step's result is judged against the step's input on the held-o
 over budget with ``on_over_budget: fail`` stops the chain with :class:`OverBudgetError`.
 
 A finished step's result is saved under ``<work dir>/step{i}_{method}/result/`` (a GraphModel as
-recipe + safetensors, an ONNX graph as bytes, the report as JSON; written to a temp dir and
+recipe + safetensors, an ONNX graph as bytes, the torch form of an ONNX upload as the ONNX
+graph it exports to, converted again on load; the report as JSON; written to a temp dir and
 renamed, so it is complete or absent). A re-run with the same work dir and recipe (a killed
 worker's job, re-delivered) loads finished steps instead of running them again. Results that
-cannot be stored without pickle (torch modules other than GraphModel) are not saved.
+cannot be stored without pickle (other torch modules) are not saved.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ def run_recipe(
                 resolved.budget,
                 data.held_out,
                 data.latency_rounds,
+                data.pose,
             )
             if not check["within_budget"] and resolved.budget.on_over_budget == "fail":
                 raise OverBudgetError(over_budget_message(index, resolved.method, check))
@@ -100,7 +102,7 @@ def run_recipe(
             lineage={"step": index, "of": len(configs), "recipe": _steps_key(ran)},
         )
         results.append(CompressionResult(result.model, report))
-        _save_step(step_data.work_dir, configs[: index + 1], results[-1])
+        _save_step(step_data.work_dir, configs[: index + 1], results[-1], onnx_of)
         current = result.model
     data.progress(1.0, "recipe done")
     if keep_intermediate:
@@ -153,31 +155,41 @@ def _onnx_cache(crops: CropSet) -> Callable[[CompressibleModel], bytes]:
 
 RESULT_DIR = "result"
 _ONNX_FILE, _REPORT_FILE = "model.onnx", "report.json"
+#: a converted ONNX upload's torch form, as ONNX (:mod:`pose_core.importers.onnx_torch`)
+_TORCH_FORM_FILE = "torch_form.onnx"
 
 
 def _steps_key(steps: Sequence[MethodConfig]) -> list[dict[str, Any]]:
     return [c.model_dump(mode="json") for c in steps]
 
 
-def _save_step(step_dir: Path, steps: Sequence[MethodConfig], result: CompressionResult) -> None:
+def _save_step(
+    step_dir: Path,
+    steps: Sequence[MethodConfig],
+    result: CompressionResult,
+    onnx_of: Callable[[CompressibleModel], bytes],
+) -> None:
     """Store a finished step's result under ``step_dir/result`` (see the module docstring);
     ``steps`` is the recipe up to this step (a result is only reused after the same ones)."""
+    from pose_core.importers.onnx_torch import is_converted_onnx
     from pose_core.models.graph import GraphModel, save_graph_model
 
     model = result.model
-    if not isinstance(model, OnnxModel | GraphModel):
+    if not isinstance(model, OnnxModel | GraphModel) and not is_converted_onnx(model):
         logger.info("step result %s is not saved: no pickle-free form", type(model).__name__)
         return
     final = step_dir / RESULT_DIR
     tmp = step_dir / f"{RESULT_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    names: dict[str, Any] = {}
     if isinstance(model, OnnxModel):
         (tmp / _ONNX_FILE).write_bytes(model.onnx_bytes)
         names = {"input_names": model.input_names, "output_names": model.output_names}
-    else:
+    elif isinstance(model, GraphModel):
         save_graph_model(model, tmp)
-        names = {}
+    else:
+        (tmp / _TORCH_FORM_FILE).write_bytes(onnx_of(model))
     payload = {"steps": _steps_key(steps), "report": result.report, **names}
     (tmp / _REPORT_FILE).write_text(json.dumps(payload, default=str), encoding="utf-8")
     shutil.rmtree(final, ignore_errors=True)
@@ -203,6 +215,14 @@ def _load_step(step_dir: Path, steps: Sequence[MethodConfig]) -> CompressionResu
             tuple(payload.get("input_names", ())),
             tuple(payload.get("output_names", ())),
         )
+    elif (folder / _TORCH_FORM_FILE).exists():
+        from pose_core.importers.onnx_torch import TorchFormUnavailable, onnx_to_torch
+
+        try:
+            model = onnx_to_torch((folder / _TORCH_FORM_FILE).read_bytes())
+        except (TorchFormUnavailable, OSError) as exc:
+            logger.warning("ignoring the saved result in %s: %s", folder, exc)
+            return None
     else:
         try:
             model = load_graph_model(folder)

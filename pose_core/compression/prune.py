@@ -230,6 +230,11 @@ def prune(model: Any, config: PruneConfig, data: CompressionData) -> Compression
     checks) and recover it by distillation from ``model`` itself."""
     if needs_search(config):
         raise CompressionError("prune needs a target here; run_recipe searches one within budget")
+    if not data.pose.landmark_outputs and config.landmark_only():
+        raise CompressionError(
+            f"{', '.join(config.landmark_only())} read BlazePose landmarks; a "
+            f"{data.pose.kind} model is pruned by magnitude with a uniform allocation"
+        )
     teacher = frozen_copy(data.teacher if data.teacher is not None else model)
     student = copy.deepcopy(model)
     try:

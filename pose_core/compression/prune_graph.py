@@ -115,7 +115,12 @@ def dependency_graph(
 
 
 def output_heads(model: nn.Module, graph: tp.DependencyGraph) -> list[nn.Module]:
-    """Prunable layers whose output channels reach a model output (never pruned)."""
+    """Prunable layers whose output channels reach a model output (never pruned): through
+    later ops (torch-pruning's output node), or directly, as a last conv giving the heatmaps
+    does (a layer whose outputs nothing consumes: the graph is traced back from the outputs);
+    and layers whose channels an ``nn.Linear`` reads (its input features): the linears of a
+    pose head read keypoint maps flattened over their pixels (SimCC), which no channel
+    index maps onto."""
     heads: list[nn.Module] = []
     for module in model.modules():
         if not isinstance(module, nn.Conv2d | nn.Linear) or module not in graph.module2node:
@@ -127,9 +132,23 @@ def output_heads(model: nn.Module, graph: tp.DependencyGraph) -> list[nn.Module]
             else tp.prune_linear_out_channels,
             [0],
         )
-        if any(isinstance(dep.target.module, tp.ops._OutputOp) for dep, _ in group):
+        if any(
+            isinstance(dep.target.module, tp.ops._OutputOp)
+            or (_prunes_out_channels(dep) and not dep.target.outputs)
+            or (isinstance(module, nn.Conv2d) and _linear_input(dep))
+            for dep, _ in group
+        ):
             heads.append(module)
     return heads
+
+
+def _prunes_out_channels(dep: Any) -> bool:
+    return getattr(dep.handler, "__name__", "") == "prune_out_channels"
+
+
+def _linear_input(dep: Any) -> bool:
+    handler = getattr(dep.handler, "__name__", "")
+    return isinstance(dep.target.module, nn.Linear) and handler == "prune_in_channels"
 
 
 def coupled_layers(model: nn.Module, graph: tp.DependencyGraph) -> list[nn.Module]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pose_core.compression.base import StopRequested
+from pose_core.compression.pose_format import BLAZEPOSE_FORMAT, PoseFormat
 from pose_core.roles import ROLE_MODEL, ROLE_RECIPE, ROLE_WEIGHTS
 
 if TYPE_CHECKING:
@@ -126,8 +127,9 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(float(np.abs(np.asarray(x) - np.asarray(y)).max(initial=0.0)) for x, y in pairs)
 
 
-def cached_accuracy() -> Accuracy:
-    """``gt_box_accuracy`` memoized on the graph's sha256 (a chain measures its parents once)."""
+def cached_accuracy(pose: PoseFormat = BLAZEPOSE_FORMAT) -> Accuracy:
+    """``gt_box_accuracy`` (graphs decoded as ``pose`` says) memoized on the graph's sha256
+    (a chain measures its parents once)."""
     from pose_core.compression.measure import gt_box_accuracy
 
     cache: dict[tuple[str, Path], dict[str, Any]] = {}
@@ -135,7 +137,7 @@ def cached_accuracy() -> Accuracy:
     def accuracy(onnx_bytes: bytes, dataset_dir: Path) -> dict[str, Any]:
         key = (hashlib.sha256(onnx_bytes).hexdigest(), dataset_dir)
         if key not in cache:
-            cache[key] = gt_box_accuracy(onnx_bytes, dataset_dir)
+            cache[key] = gt_box_accuracy(onnx_bytes, dataset_dir, pose)
         return cache[key]
 
     return accuracy
@@ -156,6 +158,7 @@ def measure_result(
     eval_dir: Path | None,
     accuracy: Accuracy,
     latency_rounds: int,
+    pose: PoseFormat = BLAZEPOSE_FORMAT,
 ) -> dict[str, Any]:
     """``measure_candidate``'s report of a result against its parent on the held-out crops,
     on graphs already exported (the parent's as stored); params / MACs of an ONNX-only result
@@ -177,6 +180,7 @@ def measure_result(
         candidate_onnx=onnx_bytes,
         parent_onnx=parent_onnx,
         fidelity_held_out=True,
+        pose=pose,
     )
 
 
@@ -191,6 +195,7 @@ def write_and_measure(
     latency_rounds: int,
     should_stop: Callable[[], bool],
     started: float | None = None,
+    pose: PoseFormat = BLAZEPOSE_FORMAT,
 ) -> MeasuredResult:
     """Write ``result``'s artifacts into ``folder``, check them, and measure the result against
     ``against`` (the lineage parent's model and ONNX bytes) on the held-out crops; with
@@ -215,6 +220,7 @@ def write_and_measure(
         eval_dir=eval_dir,
         accuracy=accuracy,
         latency_rounds=latency_rounds,
+        pose=pose,
     )
     report["onnx_vs_torch_max_abs_diff"] = parity
     if started is not None:
@@ -269,6 +275,7 @@ def compress_and_measure(
             latency_rounds=data.latency_rounds,
             should_stop=data.should_stop,
             started=started,
+            pose=data.pose,
         )
         measured.append(done)
         against = (result.model, done.written.onnx_bytes)

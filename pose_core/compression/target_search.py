@@ -40,31 +40,27 @@ def needs_search(config: MethodConfig) -> bool:
     return False
 
 
-def _landmarks(model: torch.nn.Module, crops: CropSet) -> np.ndarray:
-    from pose_core.compression.distill_loss import pose_outputs
+def _outputs(model: torch.nn.Module, crops: CropSet) -> list[np.ndarray]:
+    """Every output of ``model`` over the crops, concatenated on the batch axis."""
+    from pose_core.compression.distill_loss import output_tensors
 
     model.eval()
     with torch.no_grad():
-        rows = [
-            pose_outputs(model(torch.from_numpy(batch))).landmarks.reshape(len(batch), -1)
-            for batch in crops.batches(8)
-        ]
-    return torch.cat(rows).numpy()
+        chunks = [output_tensors(model(torch.from_numpy(batch))) for batch in crops.batches(8)]
+    return [torch.cat([c[k] for c in chunks]).numpy() for k in range(len(chunks[0]))]
 
 
 def search_target(
     model: torch.nn.Module, config: PruneConfig | LowRankConfig, data: CompressionData
 ) -> tuple[MethodConfig, dict[str, Any]]:
     """The config with its target set, and the search's report (every probe)."""
-    from pose_core.compression.measure import landmark_fidelity
-
     held_out = data.held_out
     if held_out is None:
         raise CompressionError("a budget-driven target search needs held-out crops")
     field = TARGET_FIELD[type(config)]
     search = config.search
-    reference = _landmarks(model, held_out.crops)
-    size = float(held_out.crops.images.shape[-1])
+    reference = _outputs(model, held_out.crops)
+    crop_hw = (held_out.crops.images.shape[-2], held_out.crops.images.shape[-1])
     fast_budget = config.budget.model_copy(update={"max_latency_ratio": None})
     probes: list[dict[str, Any]] = []
 
@@ -78,8 +74,8 @@ def search_target(
             probes.append({field: target, "reachable": False, "error": str(exc)})
             return False
         assert isinstance(result.model, torch.nn.Module)
-        fidelity = landmark_fidelity(
-            _landmarks(result.model, held_out.crops), reference, size, held_out=True
+        fidelity = data.pose.fidelity(
+            _outputs(result.model, held_out.crops), reference, crop_hw, held_out=True
         )
         measured = {
             "mean_px": fidelity["mean_landmark_px"],

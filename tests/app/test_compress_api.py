@@ -249,8 +249,9 @@ def test_jobs_on_models_that_are_not_blazepose_are_refused(
     assert plain.status_code == 422
     assert_error_shape(plain.json(), "not_servable")
     heat = client.post("/models/heat/versions/1/compress", json=body)
-    assert heat.status_code == 422
-    assert_error_shape(heat.json(), "unsupported_model")
+    assert heat.status_code == 422  # a heatmap model takes prune / lowrank / distill only
+    assert_error_shape(heat.json(), "unsupported_recipe")
+    assert "method 'quantize'" in heat.json()["error"]["message"]
     evaluate = client.post("/models/plain/versions/1/evaluate", json={"dataset": dataset_id})
     assert evaluate.status_code == 422
     optimize = client.post(

@@ -71,17 +71,23 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
     from pose_core.compression.pipeline import parse_recipe
     from pose_core.compression.registry import onnx_methods
     from pose_core.compression.results import compress_and_measure
+    from pose_core.importers.onnx_torch import is_converted_onnx, torch_form_note
 
     params = ctx.params_as(CompressParams)
     configs = parse_recipe(params.recipe)
-    inputs = prepare_inputs(ctx, params, work_dir)
+    torch_needed = not all(c.runs_on_onnx for c in configs)
+    inputs = prepare_inputs(ctx, params, work_dir, torch_needed=torch_needed)
     parent = inputs.parent
-    if isinstance(inputs.source, OnnxModel) and not all(c.runs_on_onnx for c in configs):
+    if isinstance(inputs.source, OnnxModel) and torch_needed:
         raise JobError(
             f"{parent.model} v{parent.number} has no torch form (artifacts 'recipe' + "
             f"'weights'): only {', '.join(map(repr, onnx_methods()))} can run on an ONNX-only "
             "version"
         )
+    pose = inputs.data.pose
+    unusable = [s for c in configs for s in c.landmark_only()]
+    if not pose.landmark_outputs and unusable:
+        raise JobError(f"{', '.join(unusable)} need BlazePose landmarks, not a {pose.kind} model")
 
     def on_measure(index: int, total: int) -> None:
         ctx.progress(
@@ -108,6 +114,9 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
         ctx.stop_if_requested()
         raise JobError(f"compression failed: {exc}") from exc
 
+    torch_form = {}
+    if is_converted_onnx(inputs.source):
+        torch_form = {"torch_form": torch_form_note(parent.number)}
     # Each result is a child of the one before it (the first: of the parent).
     lineage_parent = parent
     created: list[VersionInfo] = []
@@ -118,7 +127,7 @@ def _run(ctx: JobContext, work_dir: Path) -> JobResult:
             done,
             parent=lineage_parent,
             steps=report["lineage"]["recipe"],
-            extra={"budget": budget},
+            extra={"budget": budget, **torch_form},
         )
         created.append(ready)
         lineage_parent = ready

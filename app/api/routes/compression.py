@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, status
 from fastapi.encoders import jsonable_encoder
@@ -38,6 +38,9 @@ from model_store.lineage import served_version
 from pose_core.manifest_kinds import KIND_BLAZEPOSE, SERVABLE_KINDS
 from pose_core.roles import TORCH_ROLES
 
+if TYPE_CHECKING:
+    from pose_core.compression.configs import MethodConfig
+
 router = APIRouter(
     prefix="/models/{name}",
     tags=["compression"],
@@ -47,10 +50,14 @@ router = APIRouter(
 
 
 def validate_recipe(
-    steps: list[dict[str, Any]], parent: VersionInfo, settings: Settings
+    steps: list[dict[str, Any]],
+    parent: VersionInfo,
+    settings: Settings,
+    kind: str = KIND_BLAZEPOSE,
 ) -> list[dict[str, Any]]:
     """Typed configs of every step (as JSON), or 422 naming the step and the problem. Training
-    steps and time budgets are bounded by the settings."""
+    steps and time budgets are bounded by the settings. ``kind``: the parent's manifest kind
+    (an uploaded heatmap / SimCC ONNX model gets its torch form from onnx2torch)."""
     from pydantic import ValidationError
 
     from pose_core.compression.base import UnknownMethodError
@@ -85,7 +92,9 @@ def validate_recipe(
                 f"recipe step {index} ({step.get('method')}): {exc.error_count()} invalid field(s)",
                 {"step": index, "errors": errors},
             ) from exc
-    torch_form = {a.role for a in parent.artifacts} >= TORCH_ROLES
+    if kind != KIND_BLAZEPOSE:
+        _check_generic_steps(configs, kind)
+    torch_form = {a.role for a in parent.artifacts} >= TORCH_ROLES or kind != KIND_BLAZEPOSE
     needed = torch_needed_at(configs, torch_form)
     if needed is not None:
         index, onnx_only_from = needed
@@ -104,9 +113,37 @@ def validate_recipe(
     return [c.model_dump(mode="json") for c in configs]
 
 
-def require_kind(store: Store, version: VersionInfo, *kinds: str) -> None:
-    """422 unless the version's pose manifest (through its lineage) is one of ``kinds``: a job
-    on any other model would be accepted and then fail."""
+def _check_generic_steps(configs: list[MethodConfig], kind: str) -> None:
+    """422 unless every step can run on the torch form of a ``kind`` (heatmap / SimCC) ONNX
+    upload: no step reads BlazePose landmarks, and onnx2torch is installed when one needs
+    torch (an accepted job must be able to run)."""
+    from pose_core.importers.onnx_torch import ONNX2TORCH_INSTALL, onnx2torch_available
+
+    for index, config in enumerate(configs):
+        if config.landmark_only():
+            raise ApiError(
+                422,
+                "unsupported_recipe",
+                f"recipe step {index} ({config.method}): {', '.join(config.landmark_only())} "
+                f"read BlazePose landmarks; a {kind!r} model takes prune (magnitude, uniform), "
+                "lowrank and distill",
+                {"step": index},
+            )
+    torch_steps = [i for i, c in enumerate(configs) if not c.runs_on_onnx]
+    if torch_steps and not onnx2torch_available():
+        index = torch_steps[0]
+        raise ApiError(
+            422,
+            "unsupported_recipe",
+            f"recipe step {index} ({configs[index].method}) needs the torch form of this "
+            f"{kind!r} ONNX model, which needs onnx2torch on the worker: {ONNX2TORCH_INSTALL}",
+            {"step": index, "install": ONNX2TORCH_INSTALL},
+        )
+
+
+def require_kind(store: Store, version: VersionInfo, *kinds: str) -> str:
+    """The version's pose manifest kind (through its lineage), or 422 unless it is one of
+    ``kinds``: a job on any other model would be accepted and then fail."""
     kind = served_version(store, version).manifest.get("kind")  # NotServableError: 422
     if kind not in kinds:
         raise ApiError(
@@ -115,6 +152,7 @@ def require_kind(store: Store, version: VersionInfo, *kinds: str) -> None:
             f"{version.model} v{version.number} is a {kind!r} model; this job needs "
             f"{' or '.join(repr(k) for k in kinds)}",
         )
+    return str(kind)
 
 
 @router.post(
@@ -134,10 +172,11 @@ def start_compression(
     """Start a ``compress`` job: run ``recipe`` on this version with crops of ``dataset``,
     store the result as a new version (each step's with ``keep_intermediate``) with its
     report. Every step is validated first (422 with the known methods or the field errors).
+    A heatmap or SimCC upload takes prune, lowrank and distill (on its onnx2torch form).
     Poll ``Location``."""
     parent = store.models.resolve(name, ref)
-    require_kind(store, parent, KIND_BLAZEPOSE)
-    recipe = validate_recipe(body.recipe, parent, settings)
+    kind = require_kind(store, parent, *SERVABLE_KINDS)
+    recipe = validate_recipe(body.recipe, parent, settings, kind)
     for dataset in body.dataset_ids:
         store.datasets.get(dataset)
     if body.eval_dataset is not None:
