@@ -25,6 +25,7 @@ import torch
 
 from pose_core.assets import ensure_blazepose_assets
 from pose_core.compression.base import CompressionResult, OnnxModel
+from pose_core.compression.configs import RecoveryConfig
 from pose_core.compression.crops import build_cropset
 from pose_core.compression.data import AugmentConfig, CompressionData, CropSet
 from pose_core.compression.measure import measure_candidate, onnx_bytes_of
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recovery-steps", type=int, default=100000)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
-        "--lr", type=float, default=5e-5, help="distillation lr (see RecoveryConfig.lr)"
+        "--lr", type=float, default=RecoveryConfig().lr, help="distillation lr (RecoveryConfig.lr)"
     )
     parser.add_argument(
         "--train-on",
