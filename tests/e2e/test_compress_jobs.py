@@ -319,7 +319,15 @@ def test_killed_worker_resumes_distillation_from_its_checkpoint(
     """SIGKILL the process running the job mid-training: Celery re-delivers the job, which
     continues from the last checkpoint of the same per-job work dir."""
     client, dataset = server
-    step = {"method": "distill", "steps": 60, "batch_size": 2, "checkpoint_every": 3}
+    # KEEP: this test is about resuming; an identical-architecture latency ratio is pure noise
+    # on a busy CI machine and would fail the default budget now and then
+    step = {
+        "method": "distill",
+        "steps": 60,
+        "batch_size": 2,
+        "checkpoint_every": 3,
+        "budget": KEEP,
+    }
     job_id = _compress(client, dataset, [step])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -332,7 +340,7 @@ def test_killed_worker_resumes_distillation_from_its_checkpoint(
     os.kill(int(job["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
 
     job = wait_job(client, job_id, timeout_s=400)
-    assert job["status"] == "succeeded", job
+    assert job["status"] == "succeeded", job.get("error")
     assert job["attempts"] >= 2
     report = client.get(f"/models/tiny/versions/{job['result']['version']}/report").json()
     distilled = report["compression"]["distill"]
