@@ -79,7 +79,7 @@ class RegistryReader:
         with self.db.session() as s:
             return self._version_info(s, self._resolve_row(s, model, ref))
 
-    def resolve_number(self, model: str, ref: str | int) -> tuple[int, str]:
+    def resolve_identity(self, model: str, ref: str | int) -> tuple[int, str]:
         """The number of the ready version :meth:`resolve` gives and an identity no other
         version ever has (row id and creation time: numbers restart when a model is deleted and
         made again), without the rest of its record (serving resolves on every request)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from service_support import TEST_DATA
 
@@ -22,6 +23,13 @@ def dev_subset_zip() -> bytes:
         for image in sorted((folder / "images").iterdir()):
             archive.write(image, f"images/{image.name}")
     return buffer.getvalue()
+
+
+def post_dev_subset(client: Any) -> str:
+    """Upload :func:`dev_subset_zip` through ``client`` (a TestClient or httpx client); its id."""
+    response = client.post("/datasets", files={"file": ("dev.zip", dev_subset_zip())})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
 
 
 def export_tiny_graph_model(folder: Path) -> dict[str, Path]:

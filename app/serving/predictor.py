@@ -84,7 +84,7 @@ class Predictor:
             NotServableError: the version cannot serve keypoints (422).
         """
         try:
-            number, identity = self.store.models.resolve_number(model, ref)
+            number, identity = self.store.models.resolve_identity(model, ref)
             served = self._served.get(identity)
             if served is None:
                 served = resolve_served(self.store, model, number)

@@ -112,6 +112,8 @@ def onnx_to_torch(onnx_bytes: bytes) -> nn.Module:
         raise TorchFormUnavailable(f"the graph has {len(inputs)} inputs; one image input needed")
     try:
         module = converter.convert(_within_supported_opset(proto))
+    # onnx2torch raises NotImplementedError for an op (or op version) it has no converter for,
+    # KeyError / ValueError / RuntimeError for attributes or shapes it cannot handle
     except (NotImplementedError, KeyError, ValueError, RuntimeError) as exc:
         raise TorchFormUnavailable(f"onnx2torch cannot convert the graph: {exc}") from exc
     from torch.fx.graph_module import _USER_PRESERVED_ATTRIBUTES_KEY

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compress_support import dev_subset_zip, export_tiny_graph_model, store_version_1
+from compress_support import export_tiny_graph_model, post_dev_subset, store_version_1
 from fastapi.testclient import TestClient
 from service_support import assert_error_shape, dataset_zip
 
@@ -27,9 +27,7 @@ def tiny(client: TestClient, tiny_files: dict[str, Path]) -> str:
 
 @pytest.fixture
 def dataset_id(client: TestClient) -> str:
-    response = client.post("/datasets", files={"file": ("d.zip", dev_subset_zip())})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+    return post_dev_subset(client)
 
 
 def _compress(client: TestClient, recipe: list[dict[str, Any]], dataset: str, **extra: Any) -> Any:
@@ -218,7 +216,7 @@ def test_jobs_that_could_not_finish_are_refused_before_queueing(
 def test_training_bounds_follow_the_settings(make_client: Any, tiny_files: dict[str, Path]) -> None:
     client = make_client(max_training_steps=50, task_time_limit=600)
     store_version_1(client.app.state.store, "tiny", tiny_files)
-    dataset = client.post("/datasets", files={"file": ("d.zip", dev_subset_zip())}).json()["id"]
+    dataset = post_dev_subset(client)
 
     def compress(recovery: dict[str, Any]) -> Any:
         step = {**PRUNE_STEP, "recovery": recovery}

@@ -19,7 +19,7 @@ from typing import Any
 
 import onnx
 import pytest
-from compress_support import dev_subset_zip
+from compress_support import post_dev_subset
 from fastapi.testclient import TestClient
 from pose_nets_support import BASELINE_HW, BASELINE_MANIFEST, export_pose_net, simple_baseline
 from service_support import assert_error_shape
@@ -72,9 +72,7 @@ def baseline(client: TestClient, baseline_onnx: bytes) -> str:
 
 @pytest.fixture
 def dataset(client: TestClient) -> str:
-    response = client.post("/datasets", files={"file": ("dev.zip", dev_subset_zip())})
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+    return post_dev_subset(client)
 
 
 def _compress(client: TestClient, recipe: list[dict[str, Any]], dataset: str, **extra: Any) -> Any:
