@@ -3,14 +3,14 @@
 Runs the serving path without HTTP (``app.serving`` decoding + ``Predictor`` on a temporary
 store holding the built-in ``blazepose-full``) over a folder of photos, with 1 and 8 client
 threads, detector tiled and single. Every ONNX Runtime call is timed, and its input shape
-recorded; the floor replays exactly those calls (same batch shapes, same sessions, same
-number of client threads and inference slots) on the same inputs, with nothing else around
-them. Pipeline and floor passes alternate
-round by round (this machine drifts). Prints, per mode and client count, p50 / p95 of each
-stage (``queue``, ``decode``, ``detect``, ``landmarks``, ``models``, ``total``), the overhead
+recorded; right after each request, its client thread replays exactly those calls (same
+batch shapes, same sessions, in an inference slot) on the same inputs, with nothing else
+around them: the floor. Replaying at once lets the batches go, as a server's do (kept for
+a later replay, they made every request fault in fresh memory). Prints, per mode and client
+count, p50 / p95 of each stage (``queue``, ``decode``, ``detect``, ``landmarks``, ``models``, ``total``), the overhead
 share (``1 - models / (total - queue)`` over all requests: waiting for a slot is not overhead)
-and the ratio of the pipeline's p50 total to the floor's. ``--ap`` also prints COCO AP of the
-same pipeline in detector mode (tiled, as ``posecompress eval --mode detector``).
+and the ratio of the pipeline's p50 ``total - queue`` to the floor's. ``--ap`` also prints
+COCO AP of the same pipeline in detector mode (tiled, as ``posecompress eval --mode detector``).
 
     python bench/predict_stages.py --images ../shared/data/dev/images --rounds 3 --ap
 """
@@ -95,13 +95,17 @@ class TimedPredictor(Predictor):
 @dataclass(frozen=True)
 class Request:
     stages: dict[str, float]
-    calls: list[tuple[OnnxRunner, np.ndarray]]
+    floor: float  #: seconds of the same model calls replayed alone
 
 
 def serve_one(
-    predictor: TimedPredictor, served: ServedVersion, data: bytes, tiled: bool
+    predictor: TimedPredictor,
+    served: ServedVersion,
+    data: bytes,
+    tiled: bool,
+    slots: contextlib.AbstractContextManager | None,
 ) -> Request:
-    """Decode and predict one photo as ``/predict`` does; stage seconds and model calls."""
+    """Decode and predict one photo as ``/predict`` does, then replay its model calls."""
     predictor.clock.start()
     if hasattr(predictor, "predict_bytes"):
         prediction = predictor.predict_bytes(
@@ -124,18 +128,19 @@ def serve_one(
     seconds, calls = predictor.clock.stop()
     stages = {k: v for k, v in prediction.timings.items() if k in STAGES}
     stages["models"] = seconds
-    return Request(stages, calls)
+    return Request(stages, replay_floor(calls, slots))
 
 
 def replay_floor(
     calls: list[tuple[OnnxRunner, np.ndarray]], slots: contextlib.AbstractContextManager | None
 ) -> float:
-    """Seconds to make the same model calls again (in a slot, as the request), nothing else."""
-    start = time.perf_counter()
+    """Seconds to make the same model calls again in a slot, as the request did, nothing
+    else (the wait for the slot is not counted, as ``queue`` is not in the pipeline's)."""
     with slots or contextlib.nullcontext():
+        start = time.perf_counter()
         for runner, batch in calls:
             runner(batch)
-    return time.perf_counter() - start
+        return time.perf_counter() - start
 
 
 def run_clients(jobs: Sequence[Callable[[], object]], clients: int) -> list[object]:
@@ -147,7 +152,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) * 1e3
 
 
-def report(label: str, requests: list[Request], floor: list[float]) -> None:
+def report(label: str, requests: list[Request]) -> None:
     cells = []
     for stage in STAGES:
         values = [r.stages[stage] for r in requests if stage in r.stages]
@@ -155,8 +160,10 @@ def report(label: str, requests: list[Request], floor: list[float]) -> None:
             cells.append(f"{stage} {percentile(values, 50):.1f}/{percentile(values, 95):.1f}")
     total = sum(r.stages["total"] - r.stages.get("queue", 0.0) for r in requests)
     models = sum(r.stages["models"] for r in requests)
-    pipeline_p50 = statistics.median(r.stages["total"] for r in requests)
-    floor_p50 = statistics.median(floor)
+    pipeline_p50 = statistics.median(
+        r.stages["total"] - r.stages.get("queue", 0.0) for r in requests
+    )
+    floor_p50 = statistics.median(r.floor for r in requests)
     print(f"{label}: p50/p95 ms  " + "  ".join(cells))
     print(
         f"{label}: overhead share {1 - models / total:.1%}  floor p50 {floor_p50 * 1e3:.1f} ms  "
@@ -202,26 +209,24 @@ def main(argv: list[str] | None = None) -> int:
 
             slots = FairSlots(slot_count)
         for detector in detectors:  # warm-up: sessions and allocator
-            serve_one(predictor, served, payloads[0], detector == "tiled")
-        results: dict[str, tuple[list[Request], list[float]]] = {}
+            serve_one(predictor, served, payloads[0], detector == "tiled", slots)
+        results: dict[str, list[Request]] = {}
         for _ in range(args.rounds):
             for detector in detectors:
                 for count in clients:
-                    key = f"{detector} x{count}"
-                    requests, floor = results.setdefault(key, ([], []))
                     jobs = [
-                        lambda d=data, t=detector == "tiled": serve_one(predictor, served, d, t)
+                        lambda d=data, t=detector == "tiled": serve_one(
+                            predictor, served, d, t, slots
+                        )
                         for data in payloads
                     ]
                     done = run_clients(jobs, count)
-                    requests.extend(done)  # type: ignore[arg-type]
-                    floors = [lambda c=r.calls: replay_floor(c, slots) for r in done]  # type: ignore[attr-defined]
-                    floor.extend(run_clients(floors, count))  # type: ignore[arg-type]
+                    results.setdefault(f"{detector} x{count}", []).extend(done)  # type: ignore[arg-type]
         print(
             f"{len(photos)} photos from {args.images}, {args.rounds} rounds, ORT threads {threads}"
         )
-        for key, (requests, floor) in results.items():
-            report(key, requests, floor)
+        for key, requests in results.items():
+            report(key, requests)
         if args.ap:
             from pose_core.evaluation.dataset import load_dataset
             from pose_core.evaluation.protocol import evaluate
