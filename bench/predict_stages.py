@@ -6,11 +6,13 @@ threads, detector tiled and single. Every ONNX Runtime call is timed, and its in
 recorded; right after each request, its client thread replays exactly those calls (same
 batch shapes, same sessions, in an inference slot) on the same inputs, with nothing else
 around them: the floor. Replaying at once lets the batches go, as a server's do (kept for
-a later replay, they made every request fault in fresh memory). Prints, per mode and client
-count, p50 / p95 of each stage (``queue``, ``decode``, ``detect``, ``landmarks``, ``models``, ``total``), the overhead
-share (``1 - models / (total - queue)`` over all requests: waiting for a slot is not overhead)
-and the ratio of the pipeline's p50 ``total - queue`` to the floor's. ``--ap`` also prints
-COCO AP of the same pipeline in detector mode (tiled, as ``posecompress eval --mode detector``).
+a later replay, they made every request fault in fresh memory).
+
+Prints, per mode and client count, p50 / p95 of each stage (``queue``, ``decode``,
+``detect``, ``landmarks``, ``models``, ``total``), the overhead share (``1 - models / (total
+- queue)`` over all requests: waiting for a slot is not overhead) and the ratio of the
+pipeline's p50 ``total - queue`` to the floor's. ``--ap`` also prints COCO AP of the same
+pipeline in detector mode (tiled, as ``posecompress eval --mode detector``).
 
     python bench/predict_stages.py --images ../shared/data/dev/images --rounds 3 --ap
 """
