@@ -111,19 +111,12 @@ def warp_crops(image: np.ndarray, rects: Sequence[CropRect], out_w: int, out_h: 
     image = np.asarray(image)
     height, width, channels = image.shape
     crops = np.zeros((len(rects), out_h, out_w, channels), dtype=np.float32)
-    samplings = [sampling_matrix(rect, out_w, out_h) for rect in rects]
-    footprints = [_footprint(s, out_w, out_h, width, height) for s in samplings]
-    inside = [f for f in footprints if f[0] < f[2] and f[1] < f[3]]
-    if not inside:
-        return crops  # wholly outside: black
-    # one float32 copy of the part any crop reads: the detector's windows overlap heavily
-    ux0, uy0 = min(f[0] for f in inside), min(f[1] for f in inside)
-    ux1, uy1 = max(f[2] for f in inside), max(f[3] for f in inside)
-    source = np.ascontiguousarray(image[uy0:uy1, ux0:ux1], dtype=np.float32)
-    for i, (sampling, (x0, y0, x1, y1)) in enumerate(zip(samplings, footprints, strict=True)):
+    for i, rect in enumerate(rects):
+        sampling = sampling_matrix(rect, out_w, out_h)
+        x0, y0, x1, y1 = _footprint(sampling, out_w, out_h, width, height)
         if x0 >= x1 or y0 >= y1:
             continue  # wholly outside: black
-        region = source[y0 - uy0 : y1 - uy0, x0 - ux0 : x1 - ux0]
+        region = np.ascontiguousarray(image[y0:y1, x0:x1], dtype=np.float32)
         sampling[:, 2] -= (x0, y0)
         cv2.warpAffine(
             region,
