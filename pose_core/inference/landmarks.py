@@ -83,8 +83,7 @@ def refine_with_heatmaps(
         (N, 195) float64 with refined x, y.
     """
     values = np.asarray(raw, dtype=np.float64).reshape(-1, BLAZEPOSE_NUM_LANDMARKS, 5).copy()
-    conf = sigmoid(heatmaps).astype(np.float64)
-    n, k, h, w = conf.shape
+    n, k, h, w = heatmaps.shape
     # C++ float-to-int conversion truncates toward zero
     col = np.trunc(values[..., 0] / size * w).astype(np.int64)
     row = np.trunc(values[..., 1] / size * h).astype(np.int64)
@@ -95,15 +94,14 @@ def refine_with_heatmaps(
     cols = col[..., None] + offsets
     weight = ((rows >= 0) & (rows < h))[..., :, None] & ((cols >= 0) & (cols < w))[..., None, :]
     ni, ki = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
-    patch = (
-        conf[
-            ni[..., None, None],
-            ki[..., None, None],
-            np.clip(rows, 0, h - 1)[..., :, None],
-            np.clip(cols, 0, w - 1)[..., None, :],
-        ]
-        * weight
-    )
+    # the sigmoid only of the windows read: the whole heatmap is ~80x more cells
+    logits = heatmaps[
+        ni[..., None, None],
+        ki[..., None, None],
+        np.clip(rows, 0, h - 1)[..., :, None],
+        np.clip(cols, 0, w - 1)[..., None, :],
+    ]
+    patch = sigmoid(logits).astype(np.float64) * weight
     total = patch.sum(axis=(-1, -2))
     refine = inside & (patch.max(axis=(-1, -2)) >= min_confidence) & (total > 0)
     safe = np.where(total > 0, total, 1.0)

@@ -119,6 +119,35 @@ def _png(prediction: Prediction) -> bytes:
     return buffer.getvalue()
 
 
+def _serve(
+    predictor: Predictor,
+    model: str,
+    version: str,
+    data: bytes,
+    settings: Settings,
+    max_people: int,
+    min_score: float,
+    detector: DetectorMode,
+    output: str | None,
+) -> Response:
+    """Resolve, predict and render in one worker-thread hop (each hop costs a context switch
+    on a small machine)."""
+    served = predictor.served_version(model, version)
+    prediction = _predict_one(predictor, served, data, settings, max_people, min_score, detector)
+    if output == "png":
+        start = time.perf_counter()
+        body = _png(prediction)
+        prediction.timings["draw"] = time.perf_counter() - start
+        prediction.timings["total"] += prediction.timings["draw"]
+        media_type = "image/png"
+    else:
+        body = PredictionPublic.of(prediction).model_dump_json().encode()
+        media_type = "application/json"
+    return Response(
+        body, media_type=media_type, headers={"Server-Timing": _server_timing(prediction.timings)}
+    )
+
+
 async def _predict_response(
     request: Request,
     store: Store,
@@ -134,25 +163,8 @@ async def _predict_response(
     del store  # the predictor holds it
     predictor = get_predictor(request)
     data = await _read_limited(image, settings.max_image_bytes)
-    served = await run_in_threadpool(predictor.served_version, model, version)
-    prediction = await run_in_threadpool(
-        _predict_one, predictor, served, data, settings, max_people, min_score, detector
-    )
-    if output == "png":
-        start = time.perf_counter()
-        body = await run_in_threadpool(_png, prediction)
-        prediction.timings["draw"] = time.perf_counter() - start
-        prediction.timings["total"] += prediction.timings["draw"]
-        return Response(
-            body,
-            media_type="image/png",
-            headers={"Server-Timing": _server_timing(prediction.timings)},
-        )
-    payload = PredictionPublic.of(prediction).model_dump_json()
-    return Response(
-        payload,
-        media_type="application/json",
-        headers={"Server-Timing": _server_timing(prediction.timings)},
+    return await run_in_threadpool(
+        _serve, predictor, model, version, data, settings, max_people, min_score, detector, output
     )
 
 
