@@ -17,7 +17,7 @@ from common.params import CropParams
 from model_store import Store, VersionInfo
 from model_store.errors import NotServableError
 from model_store.lineage import served_version
-from pose_core.roles import ROLE_DETECTOR
+from pose_core.roles import ROLE_DETECTOR, ROLE_MODEL
 from workers.runtime import JobContext, JobError
 from workers.version_pipeline import artifact_bytes, has_role, load_compressible
 
@@ -80,6 +80,12 @@ class ResultStore:
             **measured.report,
             "dataset": self.params.dataset,
             "eval_dataset": self.params.eval_dataset,
+            # the methods applied to each artifact role: compression never touches the person
+            # detector, which stays the parent's (fp32) and is shared, not copied
+            "compressed_roles": {
+                ROLE_MODEL: [str(step["method"]) for step in steps],
+                ROLE_DETECTOR: [],
+            },
             **extra,
         }
         shared = {}

@@ -112,6 +112,7 @@ def test_an_uploaded_simple_baseline_is_pruned_and_the_result_serves(
     assert {a["role"] for a in child["artifacts"]} == {"model"}  # re-derived from ONNX
     assert child["manifest"]["kind"] == "heatmap"
     report = client.get("/models/baseline/versions/2/report").json()
+    assert report["compressed_roles"] == {"model": ["prune"], "detector": []}
     assert report["torch_form"]["converter"] == "onnx2torch 1.5.15"
     assert "v1" in report["torch_form"]["from"]
     pruning = report["compression"]["pruning"]

@@ -128,6 +128,7 @@ def test_one_step_per_method_makes_a_measured_version(
     report = client.get(f"/models/tiny/versions/{version['version']}/report").json()
     assert report == version["report"]
     assert report["compression"]["method"] == method
+    assert report["compressed_roles"] == {"model": [method], "detector": []}
     assert report["artifact_bytes"] == version["artifacts"][0]["size"] or not torch_result
     assert report["params"] > 0 and report["macs"] > 0
     assert report["parent_params"] > 0 and report["parent_macs"] > 0
