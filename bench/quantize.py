@@ -90,6 +90,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "int8_qat_p99.9_lr3e-5": _qat(99.9, 400, 3e-5, "all_tensors"),
     "int8_qat_p99.9_lr3e-5_conv_inputs": _qat(99.9, 400, 3e-5, "conv_inputs"),
     "int8_qat_p99.9_lr1e-4": _qat(99.9, 400, 1e-4, "all_tensors"),
+    # session 8: activation equalization (the default) against none
+    "int8_p99.9_no_equalize": _ptq(99.9, equalize_activations=False),
     # session 6: longer, at the recovery's learning rate
     "int8_qat_1200_p99.9_lr1e-5": _qat(99.9, 1200, 1e-5, "conv_inputs"),
 }

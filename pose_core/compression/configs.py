@@ -176,6 +176,10 @@ class QuantizeConfig(MethodConfig):
     num_calibration_crops: int = Field(256, ge=1)
     num_holdout_crops: int = Field(32, ge=1)
     per_channel: bool = True
+    #: lift weak channels of ReLU/ReLU6 outputs read by depthwise convs to the tensor's range
+    #: before calibrating (:mod:`~pose_core.compression.quantize_equalize`; docs: "Why the
+    #: defaults")
+    equalize_activations: bool = True
     #: INT8 nodes go back to fp32, most harmful first, until the mean landmark error meets
     #: ``budget.max_mean_px`` -- at most this many, and never past ``budget.max_latency_ratio``
     max_fp32_nodes: int = Field(16, ge=0)

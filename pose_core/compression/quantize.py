@@ -5,13 +5,16 @@ INT8 flow (every step measured on held-out crops against the fp32 parent):
 1. optional quantization-aware fine-tuning of a torch model (fake-quant weights and conv
    inputs, distilled from the fp32 parent; :mod:`pose_core.compression.quantize_qat`);
 2. export to ONNX and ORT graph optimization (``quant_pre_process``);
-3. activation ranges from the chosen calibrator on ``num_calibration_crops`` crops;
-4. QDQ quantization (u8 activations, s8 symmetric weights, per channel by default);
-5. if the mean landmark error exceeds ``budget.max_mean_px``: per-node sensitivity, then the
+3. activation equalization: weak channels of ReLU/ReLU6 outputs that feed depthwise convs are
+   lifted to the tensor's range, the depthwise weights divided to match
+   (:mod:`pose_core.compression.quantize_equalize`; ``equalize_activations``);
+4. activation ranges from the chosen calibrator on ``num_calibration_crops`` crops;
+5. QDQ quantization (u8 activations, s8 symmetric weights, per channel by default);
+6. if the mean landmark error exceeds ``budget.max_mean_px``: per-node sensitivity, then the
    most harmful nodes go back to fp32 one at a time until the error is within it (or
    ``max_fp32_nodes`` is reached); then the fp32 set is cut back (least harmful first) until
    the graph is at most ``budget.max_latency_ratio`` times as slow as fp32;
-6. the nodes reported as fp32 are checked in the final graph.
+7. the nodes reported as fp32 are checked in the final graph.
 
 Whether the result is within budget is judged after the step, like every method's
 (:mod:`pose_core.compression.budget`).

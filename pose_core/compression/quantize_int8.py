@@ -53,6 +53,11 @@ def quantize_int8(
         source, qat_report = qat_finetune(model, calib, config, data)
         report["qat"] = qat_report
         report["qat_fp32_error_px"] = round(evaluate(source), 4)
+    if config.equalize_activations:
+        from pose_core.compression.quantize_equalize import equalize_activations
+
+        source, report["equalized_pairs"] = equalize_activations(source, calib)
+        report["equalized_fp32_error_px"] = round(evaluate(source), 4)
     _report_progress(progress, 0.5, "calibrating")
     ranges = calibrate_ranges(
         source,
