@@ -69,6 +69,7 @@ def _qat(percentile: float, steps: int, lr: float, fake_quant: str) -> dict[str,
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
+    "int8_default": {},  # the product's defaults: budget, fp32 fallback within the latency budget
     "fp16_weights": {"mode": "fp16_weights"},
     "int8_minmax": {"calibrator": "minmax", "budget": {"max_mean_px": None}},
     "int8_entropy": {"calibrator": "entropy", "num_bins": 1024, "budget": {"max_mean_px": None}},
