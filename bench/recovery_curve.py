@@ -50,6 +50,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "none": {"steps": 0},
     "landmark": {"feature_weight": 0.0},
     "landmark_no_holdout": {"feature_weight": 0.0, "guard_crops": 0},
+    # session 8: a steadier early-stopping signal (3x the guard crops, scored half as often)
+    "landmark_guard48": {"feature_weight": 0.0, "guard_crops": 48, "eval_every": 50},
     "features": {"feature_weight": 1.0},
     "features_only": {"feature_weight": 1.0, "landmark_weight": 0.0},
 }
