@@ -93,6 +93,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "int8_qat_p99.9_lr1e-4": _qat(99.9, 400, 1e-4, "all_tensors"),
     # session 8: activation equalization (the default) against none
     "int8_p99.9_no_equalize": _ptq(99.9, equalize_activations=False),
+    "int8_p99.9_calib512": _ptq(99.9, num_calibration_crops=512),
     # session 6: longer, at the recovery's learning rate
     "int8_qat_1200_p99.9_lr1e-5": _qat(99.9, 1200, 1e-5, "conv_inputs"),
 }
