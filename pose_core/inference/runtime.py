@@ -35,8 +35,11 @@ def ort_session(
     sequential execution, graph optimisations up to ``optimization``. Idle intra-op threads
     do not spin unless ``spin`` is set (``None``: ONNX Runtime's default, spinning).
     ``save_optimized_to`` writes the optimised graph there; ``quiet`` logs errors only.
-    Every session of the package is built here."""
+    Every session of the package is built here; on a CPU whose u8 x s8 kernels saturate, INT8
+    dense weights are re-encoded as u8 first (:mod:`~pose_core.inference.int8_weights`)."""
     import onnxruntime as ort
+
+    from pose_core.inference.int8_weights import exact_int8_source
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -54,7 +57,7 @@ def ort_session(
         options.optimized_model_filepath = str(save_optimized_to)
     if quiet:
         options.log_severity_level = 3
-    source = model if isinstance(model, bytes) else str(model)
+    source = exact_int8_source(model)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
