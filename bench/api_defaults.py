@@ -8,8 +8,9 @@ Example (starts ``posecompress serve`` on a temporary data dir unless ``--url`` 
 
 Prints one row per recipe: the job's outcome and budget verdict, fidelity to v1 on the
 held-out crops, dev AP (with its confidence interval when the report has one), the latency
-ratio to v1 and the job's wall time; with ``--optimize-ap-loss``, then the Pareto table of an
-``optimize`` job with that AP-loss target on the dev photos (default 30 min time budget).
+ratio to v1, the version ``/predict`` serves without a version afterwards and the job's wall
+time; with ``--optimize-ap-loss``, then the Pareto table of an ``optimize`` job with that AP-loss
+target on the dev photos (default 30 min time budget).
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ def run_recipe(
             return {"recipe": name, "verdict": f"cancelled after {timeout_s:.0f} s"}
         time.sleep(5)
     row: dict[str, Any] = {"recipe": name, "wall_s": round(time.monotonic() - started)}
+    # what a /predict without a version would serve now
+    row["default_serves"] = client.get(f"/models/{MODEL}").json()["default"]
     if job["status"] != "succeeded":
         row["verdict"] = f"job {job['status']}: {job['error']}"
         return row
@@ -203,7 +206,8 @@ def main() -> int:
                 client, train, dev, args.optimize_ap_loss, args.optimize_time_budget_s
             )
     columns = ["recipe", "verdict", "mean_px", "oks", "held_out", "dev_ap", "dev_ap_ci",
-               "parent_ap", "latency_ratio", "training_steps", "wall_s"]  # fmt: skip
+               "parent_ap", "latency_ratio", "training_steps", "default_serves",
+               "wall_s"]  # fmt: skip
     print_table(rows, columns)
     if optimized is not None:
         print(f"\noptimize: {optimized['status']} in {optimized['wall_s']} s: "

@@ -184,14 +184,13 @@ class QuantizeConfig(MethodConfig):
     #: INT8 nodes go back to fp32, most harmful first, until the mean landmark error meets
     #: ``budget.max_mean_px`` -- at most this many, and never past ``budget.max_latency_ratio``
     max_fp32_nodes: int = Field(16, ge=0)
-    #: quantization-aware fine-tuning steps (0 = post-training only); torch models only
+    #: quantization-aware fine-tuning steps under ONNX Runtime's own scales (0 = post-training
+    #: only; :mod:`~pose_core.compression.quantize_qat`); skipped, and reported so, when the
+    #: step's input has no torch graph form; kept only if it lowers the held-out error
     qat_steps: int = Field(0, ge=0)
     qat_batch_size: int = Field(8, ge=1)
-    qat_learning_rate: float = Field(2e-5, gt=0.0)
-    #: activations fake-quantized during QAT: ``conv_inputs`` or ``all_tensors`` (every tensor
-    #: ONNX Runtime quantizes, residual-add inputs too; GraphModels only, others fall back);
-    #: conv_inputs lost half the AP all_tensors did on BlazePose-Full (docs: "Why the defaults")
-    qat_fake_quant: Literal["all_tensors", "conv_inputs"] = "conv_inputs"
+    #: the recovery's rate (docs: "Why the defaults")
+    qat_learning_rate: float = Field(1e-5, gt=0.0)
     sensitivity_top_k: int = Field(10, ge=0)
 
     @field_validator("qat_steps")

@@ -45,7 +45,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -71,6 +71,14 @@ from pose_core.compression.registry import register
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "distill.pt"
+
+
+class HeldOutScorer(Protocol):
+    """Scores a student on the held-out crops ``idx`` (lower is better), named ``metric``."""
+
+    metric: str
+
+    def __call__(self, student: torch.nn.Module, idx: np.ndarray) -> float: ...
 
 
 @dataclass
@@ -128,9 +136,12 @@ def train_distill(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_dir: Path | None = None,
     objective: DistillObjective = LANDMARKS,
+    scorer: HeldOutScorer | None = None,
 ) -> DistillStats:
     """Train ``student`` (in place) to mimic ``teacher`` on ``crops``; see the module docstring
-    (``objective``: the landmark losses, or another model's, e.g. ``RAW_OUTPUTS``)."""
+    (``objective``: the landmark losses, or another model's, e.g. ``RAW_OUTPUTS``; ``scorer``:
+    what scores the held-out crops instead of the student's own error, e.g. the model ONNX
+    Runtime will run)."""
     if len(crops) == 0:
         raise CompressionError("distillation needs at least one training crop")
     teacher.eval()
@@ -163,7 +174,10 @@ def train_distill(
         nonlocal best
         if not len(holdout_idx):
             return
-        error = holdout_error_px(student, cache, holdout_idx)
+        if scorer is None:
+            error = holdout_error_px(student, cache, holdout_idx)
+        else:
+            error = scorer(student, holdout_idx)
         if best is None or error < best["px"]:
             start_px = error if best is None else best["start_px"]
             state = {k: v.detach().clone() for k, v in student.state_dict().items()}
@@ -267,7 +281,7 @@ def train_distill(
         None if best is None else float(best["start_px"]),
         None if best is None else float(best["px"]),
         None if best is None else int(best["step"]),
-        objective.metric,
+        objective.metric if scorer is None else scorer.metric,
     )
     logger.info("distillation done: %s", stats)
     return stats

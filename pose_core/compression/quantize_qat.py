@@ -1,21 +1,24 @@
-"""Quantization-aware fine-tuning: fake-quant a copy of the torch model, distil the fp32 parent.
+"""Quantization-aware fine-tuning of the graph ONNX Runtime will run, with its own scales.
 
-Every ``nn.Conv2d`` of the student gets a weight parametrization that fake-quantizes per output
-channel, symmetric signed 8-bit with ``scale = max|w| / 127`` (what ONNX Runtime's per-channel
-symmetric weight quantization computes, so the exported weights land on exactly the grid ORT will
-use). Activations are fake-quantized as unsigned 8-bit over fixed ranges observed on the
-calibration crops (percentile of each batch, averaged):
+:func:`qat_finetune` gets the step's torch :class:`~pose_core.models.graph.GraphModel`, the fp32
+ONNX graph about to be quantized (activation equalization already applied; its initializers
+keep the torch parameter names) and that graph's calibrated QDQ form. The student is a copy of
+the GraphModel with the ONNX graph's weights and fake quantization exactly where the QDQ graph
+quantizes:
 
-* in a :class:`~pose_core.models.graph.GraphModel`, every tensor ONNX Runtime's QDQ pass
-  quantizes: the input and each node output (after its fused activation) except the model's
-  outputs and layout-only ops. On BlazePose that adds the 28 linear projection outputs that feed
-  residual adds and the add outputs, which conv-input hooks alone never see;
-* in any other module, the input of every conv (forward pre-hooks).
+* every tensor a per-tensor ``QuantizeLinear`` reads (the input and each conv / add output
+  after its fused activation) is found among the GraphModel's tensors by its values on one
+  calibration crop, and fake-quantized as u8 with that node's scale and zero point;
+* every conv weight per output channel, symmetric s8 with ``scale = max|w| / 127`` (what ONNX
+  Runtime's per-channel weight quantization computes, so the trained weights land on its grid).
 
-Both pass gradients straight through inside the range. Training is
-:func:`pose_core.compression.distill.train_distill` (teacher = ``data.teacher`` or a frozen copy
-of the input). Afterwards the weights are frozen at their quantized values, the hooks removed,
-and the model exported to ONNX for the usual calibration + QDQ pass.
+Gradients pass straight through inside the ranges. Training is
+:func:`pose_core.compression.distill.train_distill` against the fp32 parent; its held-out guard
+scores the INT8 graph ONNX Runtime makes of the student's weights (:class:`Int8Scorer`), not the
+student itself, whose output differs from ORT's by the rounding order of fused kernels. The
+kept weights are frozen at their quantized values and exported; the caller quantizes them
+with the same ranges. Earlier versions observed their own ranges in torch, which were not
+ONNX Runtime's: their QAT did not carry over (docs/compression-results.md, sessions 6 and 9).
 """
 
 from __future__ import annotations
@@ -23,23 +26,27 @@ from __future__ import annotations
 import copy
 import logging
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 from torch.nn.utils import parametrize
 
 from pose_core.compression.base import CompressionError
-from pose_core.compression.quantize_graph import reaching_outputs
 from pose_core.models.graph import INPUT_TENSOR, GraphModel, Node
 
 if TYPE_CHECKING:
     from pose_core.compression.configs import QuantizeConfig
 
 logger = logging.getLogger(__name__)
+
+#: ``(scale, zero_point)`` of a u8 per-tensor quantization
+QuantParams = tuple[float, int]
 
 
 class PerChannelWeightFakeQuant(nn.Module):
@@ -52,184 +59,235 @@ class PerChannelWeightFakeQuant(nn.Module):
         return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -127, 127)
 
 
-def _u8_fake_quant(lo: float, hi: float) -> Any:
-    """``x -> fake_quant(x)`` as unsigned 8-bit over ``[lo, hi]`` (widened to include 0)."""
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
-    scale = max((hi - lo) / 255.0, 1e-8)
-    zero_point = int(np.clip(round(-lo / scale), 0, 255))
-
-    def fake_quant(x: torch.Tensor) -> torch.Tensor:
-        return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, 255)
-
-    return fake_quant
-
-
-def _activation_hook(lo: float, hi: float) -> Any:
-    fake_quant = _u8_fake_quant(lo, hi)
-
-    def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return (fake_quant(args[0]), *args[1:])
-
-    return hook
+def activation_quant_params(qdq: onnx.ModelProto) -> dict[str, QuantParams]:
+    """Tensor name -> ``(scale, zero point)`` of every per-tensor u8 ``QuantizeLinear``."""
+    inits = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    params: dict[str, QuantParams] = {}
+    for node in qdq.graph.node:
+        if node.op_type != "QuantizeLinear" or len(node.input) < 3:
+            continue
+        scale, zero = inits.get(node.input[1]), inits.get(node.input[2])
+        if scale is None or zero is None or scale.size != 1 or zero.dtype != np.uint8:
+            continue
+        params[node.input[0]] = (float(scale.reshape(())), int(zero.reshape(())))
+    return params
 
 
-#: GraphModel ops whose output is only a view or padding of their input (not quantized apart)
-_LAYOUT_NODE_OPS = frozenset({"pad", "reshape"})
+def _onnx_tensor_values(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every node output of ``model`` (and its input) on ``x``."""
+    from pose_core.compression.quantize_mixed import session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {o.name for o in probe.graph.output}
+    for node in probe.graph.node:
+        for name in node.output:
+            if name and name not in outputs:
+                probe.graph.output.append(onnx.ValueInfoProto(name=name))
+                outputs.add(name)
+    sess: Any = session(probe.SerializeToString())
+    input_name = sess.get_inputs()[0].name
+    names = [o.name for o in sess.get_outputs()]
+    values = dict(zip(names, sess.run(None, {input_name: x}), strict=True))
+    values[input_name] = x
+    return values
 
 
-def _quantized_tensors(model: GraphModel) -> set[str]:
-    """Node outputs that ONNX Runtime's QDQ pass quantizes: all but outputs and layout ops.
-
-    A tensor that reaches a model output through layout ops only stays fp32, as
-    :func:`pose_core.compression.quantize_graph.output_tensors` keeps it.
-    """
-    producer = {node.output: node for node in model.nodes}
-
-    def layout_input(name: str) -> str | None:
-        node = producer.get(name)
-        return node.inputs[0] if node is not None and node.op == "reshape" else None
-
-    fp32 = reaching_outputs([out.tensor for out in model.outputs], layout_input)
-    return {
-        node.output
-        for node in model.nodes
-        if node.op not in _LAYOUT_NODE_OPS and node.output not in fp32
-    }
-
-
-def _quantile_range(values: torch.Tensor, percentile: float) -> tuple[float, float]:
-    values = values.detach().flatten().float()
-    if values.numel() > 1_000_000:
-        values = values[:: values.numel() // 1_000_000 + 1]
-    q = torch.tensor([1.0 - percentile / 100.0, percentile / 100.0])
-    lo, hi = torch.quantile(values, q).tolist()
-    return float(lo), float(hi)
-
-
-def _fake_quant_graph(student: GraphModel, crops: np.ndarray, percentile: float) -> dict[str, Any]:
-    """Observe every quantized tensor's range on ``crops``; fake-quantize it from now on.
-
-    Returns the fake-quant functions by tensor name (the input's under ``INPUT_TENSOR``).
-    """
-    names = _quantized_tensors(student)
-    observed: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
-    observed[INPUT_TENSOR] = []
+def _graph_tensor_values(model: GraphModel, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every node output of ``model`` (and its input, as ``INPUT_TENSOR``) on ``x``."""
+    values: dict[str, np.ndarray] = {INPUT_TENSOR: x}
 
     def record(node: Node, y: torch.Tensor) -> torch.Tensor:
-        if node.output in names:
-            observed[node.output].append(_quantile_range(y, percentile))
+        values[node.output] = y.detach().numpy().copy()
         return y
 
-    student.tensor_hook = record
+    previous, model.tensor_hook = model.tensor_hook, record
     try:
         with torch.no_grad():
-            for start in range(0, len(crops), 8):
-                batch = torch.from_numpy(crops[start : start + 8])
-                observed[INPUT_TENSOR].append(_quantile_range(batch, percentile))
-                student(batch)
+            model(torch.from_numpy(x))
     finally:
-        student.tensor_hook = None
-    quants = {
-        name: _u8_fake_quant(float(np.mean([r[0] for r in rs])), float(np.mean([r[1] for r in rs])))
-        for name, rs in observed.items()
-        if rs
-    }
-
-    def fake_quant(node: Node, y: torch.Tensor) -> torch.Tensor:
-        quant = quants.get(node.output)
-        return y if quant is None else quant(y)
-
-    student.tensor_hook = fake_quant
-    return quants
+        model.tensor_hook = previous
+    return values
 
 
-def _observe_inputs(
-    student: nn.Module, convs: list[nn.Conv2d], crops: np.ndarray, percentile: float
-) -> list[tuple[float, float]]:
-    """Per-conv input range: mean over batches of the ``percentile`` low/high values."""
-    lows: list[list[float]] = [[] for _ in convs]
-    highs: list[list[float]] = [[] for _ in convs]
-    handles = []
-    for i, conv in enumerate(convs):
+def match_tensors(
+    model: GraphModel, graph: onnx.ModelProto, names: Mapping[str, Any], x: np.ndarray
+) -> dict[str, str]:
+    """ONNX tensor name (of ``names``) -> the GraphModel tensor with the same values on ``x``.
 
-        def record(_m: nn.Module, args: tuple[torch.Tensor, ...], i: int = i) -> None:
-            lo, hi = _quantile_range(args[0], percentile)
-            lows[i].append(lo)
-            highs[i].append(hi)
-
-        handles.append(conv.register_forward_pre_hook(record))
-    try:
-        with torch.no_grad():
-            for start in range(0, len(crops), 8):
-                student(torch.from_numpy(crops[start : start + 8]))
-    finally:
-        for h in handles:
-            h.remove()
-    return [(float(np.mean(lo)), float(np.mean(hi))) for lo, hi in zip(lows, highs, strict=True)]
+    ``model`` must compute ``graph``'s function; a tensor with no match is left out.
+    """
+    onnx_values = _onnx_tensor_values(graph, x)
+    torch_values = _graph_tensor_values(model, x)
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for name, tensor in torch_values.items():
+        by_shape.setdefault(tensor.shape, []).append(name)
+    found: dict[str, str] = {}
+    for name in names:
+        value = onnx_values.get(name)
+        if value is None:
+            continue
+        tol = 1e-3 * max(float(np.abs(value).max()), 1e-3)
+        for candidate in by_shape.get(value.shape, []):
+            if np.allclose(torch_values[candidate], value, rtol=0.0, atol=tol):
+                found[name] = candidate
+                break
+    return found
 
 
 class FakeQuantStudent:
-    """A deep copy of a model with INT8 fake quantization installed (see the module docstring).
+    """A deep copy of a GraphModel with INT8 fake quantization installed at ``quant``
+    (GraphModel tensor -> u8 ``(scale, zero point)``; ``INPUT_TENSOR`` for the input) and on
+    every conv weight.
 
     ``module`` is what training updates; :meth:`finish` removes the activation fake-quant and
-    freezes every conv weight at its quantized value (the model ONNX Runtime will then quantize
-    without further rounding error in the weights).
+    freezes every conv weight at its quantized value.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        crops: np.ndarray,
-        percentile: float,
-        scope: Literal["all_tensors", "conv_inputs"] = "conv_inputs",
-    ) -> None:
+    def __init__(self, model: GraphModel, quant: Mapping[str, QuantParams]) -> None:
         self.module = copy.deepcopy(model).eval()
-        self._convs = [m for m in self.module.modules() if isinstance(m, nn.Conv2d)]
+        quant = dict(quant)
+        input_quant = quant.pop(INPUT_TENSOR, None)
+
+        def fake_quant(node: Node, y: torch.Tensor) -> torch.Tensor:
+            params = quant.get(node.output)
+            if params is None:
+                return y
+            return torch.fake_quantize_per_tensor_affine(y, params[0], params[1], 0, 255)
+
+        self.module.tensor_hook = fake_quant
         self._hooks: list[Any] = []
-        if scope == "all_tensors" and isinstance(self.module, GraphModel):
-            input_quant = _fake_quant_graph(self.module, crops, percentile)[INPUT_TENSOR]
+        if input_quant is not None:
+            scale, zero = input_quant
             self._hooks.append(
                 self.module.register_forward_pre_hook(
-                    lambda _m, args: (input_quant(args[0]), *args[1:])
+                    lambda _m, args: (
+                        torch.fake_quantize_per_tensor_affine(args[0], scale, zero, 0, 255),
+                        *args[1:],
+                    )
                 )
             )
-        else:
-            ranges = _observe_inputs(self.module, self._convs, crops, percentile)
-            self._hooks = [
-                c.register_forward_pre_hook(_activation_hook(*r))
-                for c, r in zip(self._convs, ranges, strict=True)
-            ]
+        self._convs = [m for m in self.module.modules() if isinstance(m, nn.Conv2d)]
         for conv in self._convs:
             parametrize.register_parametrization(conv, "weight", PerChannelWeightFakeQuant())
 
-    def finish(self) -> nn.Module:
+    def finish(self) -> GraphModel:
         for hook in self._hooks:
             hook.remove()
-        if isinstance(self.module, GraphModel):
-            self.module.tensor_hook = None
+        self.module.tensor_hook = None
         for conv in self._convs:
             parametrize.remove_parametrizations(conv, "weight", leave_parametrized=True)
         return self.module
 
 
-def qat_finetune(
-    model: Any, calib: np.ndarray, config: QuantizeConfig, data: Any
-) -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """Fake-quant fine-tuned copy of ``model``, exported and optimized for quantization."""
-    from pose_core.compression.configs import RecoveryConfig
-    from pose_core.compression.data import CropSet
-    from pose_core.compression.distill import frozen_copy, train_distill
+def with_graph_weights(model: GraphModel, graph: onnx.ModelProto) -> GraphModel:
+    """Copy of ``model`` with the initializers of ``graph`` that carry its parameter names (an
+    export of ``model`` after graph-level rewrites such as activation equalization)."""
+    student = copy.deepcopy(model).eval()
+    state = student.state_dict()
+    loaded = {
+        t.name: torch.from_numpy(numpy_helper.to_array(t).copy())
+        for t in graph.graph.initializer
+        if t.name in state and tuple(state[t.name].shape) == tuple(t.dims)
+    }
+    missing = [name for name in state if name not in loaded]
+    if missing:
+        raise CompressionError(
+            f"the quantized graph does not carry {len(missing)} of the model's parameters "
+            f"(first: {missing[0]!r}), so quantization-aware training cannot start from it"
+        )
+    student.load_state_dict(loaded)
+    return student
+
+
+def _export_fp32(model: GraphModel, input_shape: tuple[int, ...]) -> onnx.ModelProto:
     from pose_core.compression.quantize_graph import preprocess_fp32
     from pose_core.export import export_onnx
 
-    if not isinstance(model, nn.Module):
-        raise CompressionError("quantization-aware fine-tuning needs a torch model, not ONNX")
+    with tempfile.TemporaryDirectory(prefix="posecompress-qat-") as tmp:
+        path = Path(tmp, "qat.onnx")
+        export_onnx(model, path, input_shape)
+        return preprocess_fp32(onnx.load_model(path))
+
+
+class Int8Scorer:
+    """Held-out score of a fake-quant student as ONNX Runtime will run it: its quantized
+    weights in a copy of ``template``, exported, quantized by ``quantize`` (the calibrated
+    ranges) and run on the held-out crops, against ``fp32``'s outputs (mean landmark px).
+
+    The student's own output is not ORT's: rounding order alone moves BlazePose-Full's INT8
+    landmarks by about 4 px, so early stopping on it kept the wrong steps (session 9).
+    """
+
+    metric = "int8_landmark_px"
+
+    def __init__(
+        self,
+        template: GraphModel,
+        fp32: onnx.ModelProto,
+        quantize: Callable[[onnx.ModelProto], onnx.ModelProto],
+        images: np.ndarray,
+    ) -> None:
+        self._template, self._quantize, self._images = template, quantize, images
+        self._fp32 = fp32.SerializeToString()
+        self._reference: dict[bytes, np.ndarray] = {}
+
+    def __call__(self, student: torch.nn.Module, idx: np.ndarray) -> float:
+        from pose_core.compression.quantize_mixed import landmark_error_px, run_first_output
+
+        crops = np.ascontiguousarray(self._images[idx], dtype=np.float32)
+        key = np.asarray(idx).tobytes()
+        if key not in self._reference:
+            self._reference[key] = run_first_output(self._fp32, crops)
+        plain = frozen_copy_of(student, self._template)
+        graph = self._quantize(_export_fp32(plain, (1, *crops.shape[1:])))
+        return landmark_error_px(
+            self._reference[key], run_first_output(graph.SerializeToString(), crops)
+        )
+
+
+def frozen_copy_of(student: torch.nn.Module, template: GraphModel) -> GraphModel:
+    """``template`` with ``student``'s parameters, each conv weight at its fake-quantized value
+    (``student`` is a :class:`FakeQuantStudent` module of ``template``)."""
+    plain = copy.deepcopy(template).eval()
+    with torch.no_grad():
+        for name, module in student.named_modules():
+            if isinstance(module, nn.Conv2d):
+                target = plain.get_submodule(name)
+                assert isinstance(target, nn.Conv2d)
+                target.weight.copy_(module.weight)
+                if module.bias is not None and target.bias is not None:
+                    target.bias.copy_(module.bias)
+    return plain
+
+
+def qat_finetune(
+    model: GraphModel,
+    fp32: onnx.ModelProto,
+    qdq: onnx.ModelProto,
+    quantize: Callable[[onnx.ModelProto], onnx.ModelProto],
+    calib: np.ndarray,
+    config: QuantizeConfig,
+    data: Any,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Fine-tune ``model`` under ``qdq``'s quantization; the trained fp32 graph (same tensor
+    names as ``fp32``) and the training report. ``quantize`` turns an fp32 graph into its
+    INT8 graph with ``qdq``'s ranges: the held-out guard scores what it makes
+    (:class:`Int8Scorer`)."""
+    from pose_core.compression.configs import RecoveryConfig
+    from pose_core.compression.data import CropSet
+    from pose_core.compression.distill import frozen_copy, train_distill
+
     teacher = getattr(data, "teacher", None)
     if teacher is None:
         teacher = frozen_copy(model)
-    fake_quant = FakeQuantStudent(
-        model, calib[: min(len(calib), 64)], config.percentile, config.qat_fake_quant
-    )
+    start = with_graph_weights(model, fp32)
+    params = activation_quant_params(qdq)
+    matched = match_tensors(start, fp32, params, calib[:1])
+    unmatched = sorted(set(params) - set(matched))
+    if unmatched:
+        logger.warning("QAT: %d quantized tensors not found in the model", len(unmatched))
+    student = FakeQuantStudent(start, {matched[n]: params[n] for n in matched})
     train = getattr(data, "train", data)
     crops = train if isinstance(train, CropSet) else CropSet(calib)
     cfg = RecoveryConfig(
@@ -240,17 +298,19 @@ def qat_finetune(
     )
     work_dir = getattr(data, "work_dir", None)
     stats = train_distill(
-        fake_quant.module,
+        student.module,
         teacher,
         crops,
         cfg,
         progress=None,
         should_stop=getattr(data, "should_stop", None),
         checkpoint_dir=Path(work_dir) / "qat" if work_dir is not None else None,
+        scorer=Int8Scorer(start, fp32, quantize, crops.images),
     )
-    student = fake_quant.finish()
-    with tempfile.TemporaryDirectory(prefix="posecompress-qat-") as tmp:
-        path = Path(tmp, "qat.onnx")
-        export_onnx(student, path, (1, *calib.shape[1:]))
-        fp32 = preprocess_fp32(onnx.load_model(path))
-    return fp32, stats.as_dict()
+    out = _export_fp32(student.finish(), (1, *calib.shape[1:]))
+    report = {
+        **stats.as_dict(),
+        "fake_quantized_tensors": len(matched),
+        "unmatched_tensors": len(unmatched),
+    }
+    return out, report

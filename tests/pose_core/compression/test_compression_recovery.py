@@ -120,6 +120,40 @@ def test_training_stops_once_held_out_crops_stop_improving() -> None:
     assert unbounded.steps_done == 30 and unbounded.stopped_by == "steps+restored"
 
 
+class _StepScorer:
+    """Scores by a fixed schedule, ignoring the student (and keeps what it was shown): the
+    guard must keep the weights it scored best."""
+
+    metric = "scheduled"
+
+    def __init__(self, scores: list[float]) -> None:
+        self.scores = scores
+        self.calls: list[np.ndarray] = []
+        self.states: list[dict[str, torch.Tensor]] = []
+
+    def __call__(self, student: nn.Module, idx: np.ndarray) -> float:
+        self.calls.append(idx)
+        self.states.append(copy.deepcopy(student.state_dict()))
+        return self.scores[len(self.calls) - 1]
+
+
+def test_a_custom_scorer_decides_which_weights_are_kept() -> None:
+    teacher = tiny_pose_model(seed=0)
+    student = _perturbed(teacher, 0.3, seed=1)
+    crops = random_crops(16, seed=3)
+    cfg = RecoveryConfig(steps=12, batch_size=4, lr=1e-2, warmup_steps=0, guard_crops=4,
+                         eval_every=4, patience=0)  # fmt: skip
+    scorer = _StepScorer([5.0, 3.0, 4.0, 6.0])  # steps 0, 4, 8, 12: step 4 is the best
+    stats = train_distill(student, teacher, crops, cfg, scorer=scorer)
+    assert len(scorer.calls) == 4
+    assert all(np.array_equal(c, np.arange(12, 16)) for c in scorer.calls)
+    assert stats.best_step == 4 and stats.holdout_px_best == 3.0
+    assert stats.holdout_metric == "scheduled"
+    kept = scorer.states[1]
+    assert not all(torch.equal(kept[k], v) for k, v in scorer.states[3].items())
+    assert all(torch.equal(kept[k], v) for k, v in student.state_dict().items())
+
+
 def test_held_out_crops_are_never_trained_on() -> None:
     teacher = tiny_pose_model(seed=0)
     crops = random_crops(8, seed=3)

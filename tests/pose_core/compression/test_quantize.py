@@ -16,6 +16,7 @@ from pose_core.compression.base import OnnxModel
 from pose_core.compression.configs import Budget, QuantizeConfig
 from pose_core.compression.quantize_calibration import calibrate_ranges
 from pose_core.compression.registry import compress, parse_config
+from pose_core.inference.int8_weights import u8s8_saturates
 
 
 class TinyPoseNet(nn.Module):
@@ -203,6 +204,8 @@ def test_torch_module_input_is_exported_and_not_mutated(crops: np.ndarray) -> No
     result = compress(model, config, crops[:16])
     assert isinstance(result.model, OnnxModel)
     assert result.report["calibrator"] == "percentile"
+    # which integer kernels the fidelity was measured with (this CPU's)
+    assert result.report["measured_with_u8_dense_weights"] is u8s8_saturates()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
