@@ -213,6 +213,7 @@ def main() -> None:
         help="crops for calibration, sensitivity and QAT (dev: in-sample, optimistic)",
     )
     parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--bootstrap", type=int, default=200, help="AP-loss resamples")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("root").setLevel(logging.ERROR)
@@ -225,8 +226,10 @@ def main() -> None:
         parts.append(build_cropset([args.dev], augment=aug, seed=0))
     train = CropSet.concat(parts)
     print(f"dev people {len(dev.crops)}, calibration pool {len(train)} crops ({args.calib_on})")
-    base_ap = dev.ap(*run_all(fp32_bytes, dev.crops))
+    base_outputs = run_all(fp32_bytes, dev.crops)
+    base_ap = dev.ap(*base_outputs)
     rows: list[tuple[str, float, dict[str, Any], bytes]] = []
+    intervals: dict[str, dict[str, float]] = {}
     fp32_model = OnnxModel(fp32_bytes)
     for name in args.variants.split(","):
         config = parse_config({"method": "quantize", **VARIANTS[name]})
@@ -234,7 +237,9 @@ def main() -> None:
         source = torch_model if getattr(config, "qat_steps", 0) else fp32_model
         result = compress(source, config, train)
         assert isinstance(result.model, OnnxModel)
-        ap = dev.ap(*run_all(result.model.onnx_bytes, dev.crops))
+        outputs = run_all(result.model.onnx_bytes, dev.crops)
+        ap = dev.ap(*outputs)
+        intervals[name] = dev.ap_loss_interval(outputs, base_outputs, resamples=args.bootstrap)
         report = dict(result.report, wall_s=round(time.monotonic() - start, 1))
         rows.append((name, ap, report, result.model.onnx_bytes))
         print(f"{name}: AP {ap:.4f} (loss {base_ap - ap:+.4f}) report {report}", flush=True)
@@ -249,11 +254,15 @@ def main() -> None:
     }
     lat = measure_latency(runners, rounds=args.rounds, warmup=5)
     print(f"\nfp32: AP {base_ap:.4f}, {lat['fp32'].p50:.2f} ms p50, {len(fp32_bytes)} bytes")
-    print("| variant | dev AP | AP loss | latency ratio | file ratio | fidelity px | fp32 nodes |")
+    print(
+        "| variant | dev AP | AP loss [95% CI] | latency ratio | file ratio | fidelity px "
+        "| fp32 nodes |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, ap, report, blob in rows:
+        ci = intervals[name]
         print(
-            f"| {name} | {ap:.4f} | {base_ap - ap:.4f} "
+            f"| {name} | {ap:.4f} | {base_ap - ap:.4f} [{ci['loss_lo']:.3f}, {ci['loss_hi']:.3f}] "
             f"| {median_ratio(lat[name], lat['fp32']):.2f} "
             f"| {len(blob) / len(fp32_bytes):.3f} | {report.get('fidelity_px')} "
             f"| {len(report.get('excluded_nodes', []))} |"

@@ -30,8 +30,8 @@ def quantize_int8(
 ) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """INT8 QDQ graph of ``fp32`` within ``config``'s budget, and the report of how it was made.
 
-    ``model`` is the step's input (used only for quantization-aware fine-tuning, which needs a
-    torch module); ``fp32`` is its optimized ONNX graph.
+    ``model`` is the step's input (used only for quantization-aware fine-tuning, which needs
+    its torch GraphModel); ``fp32`` is its optimized ONNX graph.
     """
     from pose_core.inference.int8_weights import u8s8_saturates
 
