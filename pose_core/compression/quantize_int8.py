@@ -190,24 +190,26 @@ def _qat(
     data: Any,
 ) -> tuple[onnx.ModelProto | None, dict[str, Any]]:
     """The fp32 graph of ``model`` fine-tuned under ``qdq``'s quantization (same tensor names
-    as ``source``, for the same ``ranges``) and its report; ``None`` when the step's input has
-    no torch graph form to train."""
-    from pose_core.compression.quantize_qat import qat_finetune
+    as ``source``, for the same ``ranges``) and its report; ``None`` (and why, in the report)
+    when the step's input has no torch graph form that matches the graph."""
+    from pose_core.compression.quantize_qat import QatUnavailable, qat_finetune
     from pose_core.models.graph import GraphModel
 
-    if not isinstance(model, GraphModel):
-        logger.warning("quantization-aware fine-tuning skipped: no torch graph form")
-        return None, {"skipped": "the step's input has no torch graph form (GraphModel)"}
-    quantize = functools.partial(_quantize, ranges=ranges, config=config)
-    trained, report = qat_finetune(model, source, qdq, quantize, calib, config, data)
-    names = {o for n in trained.graph.node for o in n.output} | {
-        i.name for i in trained.graph.input
-    }
-    missing = sorted(set(ranges) - names)
-    if missing:
-        raise CompressionError(
-            f"the fine-tuned graph lost {len(missing)} calibrated tensors (first {missing[0]!r})"
-        )
+    try:
+        if not isinstance(model, GraphModel):
+            raise QatUnavailable("the step's input has no torch graph form")
+        quantize = functools.partial(_quantize, ranges=ranges, config=config)
+        trained, report = qat_finetune(model, source, qdq, quantize, calib, config, data)
+        names = {o for n in trained.graph.node for o in n.output}
+        missing = sorted(set(ranges) - names - {i.name for i in trained.graph.input})
+        if missing:
+            raise QatUnavailable(
+                f"the fine-tuned graph lost {len(missing)} calibrated tensors "
+                f"(first {missing[0]!r})"
+            )
+    except QatUnavailable as exc:
+        logger.warning("quantization-aware fine-tuning skipped: %s", exc)
+        return None, {"skipped": str(exc)}
     return trained, report
 
 

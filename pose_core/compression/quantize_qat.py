@@ -49,6 +49,10 @@ logger = logging.getLogger(__name__)
 QuantParams = tuple[float, int]
 
 
+class QatUnavailable(CompressionError):
+    """The model cannot be matched to the graph it would be fine-tuned for."""
+
+
 class PerChannelWeightFakeQuant(nn.Module):
     """Symmetric signed 8-bit fake quantization per output channel (axis 0)."""
 
@@ -192,7 +196,7 @@ def with_graph_weights(model: GraphModel, graph: onnx.ModelProto) -> GraphModel:
     }
     missing = [name for name in state if name not in loaded]
     if missing:
-        raise CompressionError(
+        raise QatUnavailable(
             f"the quantized graph does not carry {len(missing)} of the model's parameters "
             f"(first: {missing[0]!r}), so quantization-aware training cannot start from it"
         )
