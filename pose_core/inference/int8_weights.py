@@ -50,14 +50,15 @@ def u8s8_saturates() -> bool:
         logger.warning("%s=%r is not auto, s8 or u8: using auto", INT8_WEIGHTS_ENV, choice)
     if platform.machine().lower() not in _X86:
         return False
-    flags = _cpu_flags()
+    flags = cpu_flags()
     saturates = flags is None or not (flags & EXACT_U8S8_FLAGS)
     if saturates:
         logger.info("this CPU has no VNNI: INT8 weights run as u8 (exact, slower than s8)")
     return saturates
 
 
-def _cpu_flags() -> frozenset[str] | None:
+def cpu_flags() -> frozenset[str] | None:
+    """This CPU's flags from Linux ``/proc/cpuinfo`` (``None`` where it cannot be read)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

@@ -145,14 +145,14 @@ def test_override_and_detection(int8_weights: pytest.MonkeyPatch) -> None:
     rewritten = iw.exact_int8_source(data)
     assert isinstance(rewritten, bytes) and rewritten != data
     assert _weight_types(onnx.load_from_string(rewritten))["dense"] == onnx.TensorProto.UINT8
-    int8_weights.setattr(iw, "_cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    int8_weights.setattr(iw, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     int8_weights.setattr(iw.platform, "machine", lambda: "x86_64")
     _choose(int8_weights, "auto")
     assert iw.u8s8_saturates() is True
-    int8_weights.setattr(iw, "_cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
+    int8_weights.setattr(iw, "cpu_flags", lambda: frozenset({"avx2", "avx512_vnni"}))
     _choose(int8_weights, "auto")
     assert iw.u8s8_saturates() is False
-    int8_weights.setattr(iw, "_cpu_flags", lambda: None)  # flags unknown: the exact encoding
+    int8_weights.setattr(iw, "cpu_flags", lambda: None)  # flags unknown: the exact encoding
     _choose(int8_weights, "auto")
     assert iw.u8s8_saturates() is True
     int8_weights.setattr(iw.platform, "machine", lambda: "aarch64")
