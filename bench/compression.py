@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         help="crops that refit, guard, calibration and distillation see (dev = in-sample)",
     )
     parser.add_argument("--qat-steps", type=int, default=400)
-    parser.add_argument("--qat-lr", type=float, default=3e-5)
+    parser.add_argument("--qat-lr", type=float, default=1e-5)
     parser.add_argument("--copies", type=int, default=2, help="augmented copies per source crop")
     parser.add_argument(
         "--no-detector", action="store_true", help="whole-image crops for unlabeled"
