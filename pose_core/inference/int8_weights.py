@@ -3,16 +3,17 @@
 ONNX Runtime multiplies u8 activations by s8 weights with ``VPMADDUBSW`` on x86 CPUs without
 VNNI (AVX2 / AVX-512 without VNNI): each pair of products is summed into a saturating int16, so
 a dense conv whose inputs use the whole u8 range loses the large sums (ONNX Runtime's own
-quantization docs name the issue). On BlazePose-Full the project's INT8 graph is 11.8 px from
-fp32 when computed exactly and 32.9 px on an AVX2 CPU (docs/compression-results.md, session 9).
-VNNI (``VPDPBUSD``), AMX and ARM's dot products accumulate in int32 and are exact.
+quantization docs name the issue). On BlazePose-Full the project's INT8 graph is 11.54 px from
+fp32 on held-out crops when computed exactly and 32.9 px on an AVX2 CPU
+(docs/compression-results.md, session 9). VNNI (``VPDPBUSD``), AMX and ARM's dot products
+accumulate in int32 and are exact.
 
-:func:`reencode_u8_weights` rewrites every s8 weight ``w`` with zero point ``z`` of a QDQ graph as
-u8 ``w + 128`` with zero point ``z + 128``: the same dequantized values, so the same model, but
-run by the u8 x u8 kernels, which widen to int16 before multiplying and never saturate.
-:func:`u8s8_saturates` says whether this CPU needs it; :func:`pose_core.inference.runtime.
-ort_session` applies it to every graph it loads there, so a version measured or served on
-such a CPU computes what its fidelity says.
+:func:`reencode_u8_weights` rewrites every s8 weight ``w`` (zero point ``z``) that a dense
+conv, ``MatMul`` or ``Gemm`` reads as u8 ``w + 128`` with zero point ``z + 128``: the same
+dequantized values, so the same model, but run by the u8 x u8 kernels, which widen to int16
+before multiplying and never saturate. :func:`u8s8_saturates` says whether this CPU needs it;
+:func:`pose_core.inference.runtime.ort_session` applies it to every graph it loads there, so a
+version measured or served on such a CPU computes what its fidelity says.
 """
 
 from __future__ import annotations
